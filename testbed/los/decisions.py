@@ -1,0 +1,50 @@
+"""Decisions are data: run here with a limit, send to / forward to a neighbour, or drop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class DropReason(StrEnum):
+    PREVIOUS_RUNNING = "previous-running"
+    LOCAL_INFEASIBLE = "local-infeasible"
+    NO_FEASIBLE_NODE = "no-feasible-node"
+    NO_NEIGHBOURS = "no-neighbours"
+    CYCLE = "cycle"
+    MAX_HOPS = "max-hops"
+    UNREACHABLE = "unreachable"
+    TARGET_REJECTED = "target-rejected"
+    NODE_LEFT = "node-left"
+
+
+@dataclass(frozen=True, slots=True)
+class RunHere:
+    """Run the job on the deciding node with this CPU limit."""
+
+    limit_m: float
+    why: str = "local-feasible"
+
+
+@dataclass(frozen=True, slots=True)
+class SendTo:
+    """Run the job on this (feasible) neighbour with this CPU limit."""
+
+    node: str
+    limit_m: float
+    why: str = "neighbour-feasible"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Hand the job to this neighbour, which decides again with its own neighbours."""
+
+    node: str
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    reason: DropReason
+
+
+Decision = RunHere | SendTo | Forward | Drop

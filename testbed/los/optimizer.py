@@ -1,0 +1,26 @@
+"""Resource optimisation: the CPU limit to give a job's next run on a node.
+
+First run of a job on a node: a share (85 %) of the node's free CPU, capped at the
+experiment's starting limit (400 m). Each next run on that node: 10 % lower if the
+last run there met its period, 10 % higher if it did not.
+"""
+
+from __future__ import annotations
+
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.views import NodeView
+from testbed.spec.experiment import LosParams
+
+
+def propose_limit(
+    model: RuntimeModel, view: NodeView, params: LosParams, max_useful_m: float
+) -> float:
+    last = model.last_run_on(view.node)
+    if last is None:
+        limit = min(params.initial_free_share * view.cpu_free_m, params.initial_limit_m)
+    elif last.met_period:
+        limit = last.limit_m * (1.0 - params.step)
+    else:
+        limit = last.limit_m * (1.0 + params.step)
+    ceiling = max(params.min_limit_m, min(view.cpu_free_m, max_useful_m))
+    return min(max(limit, params.min_limit_m), ceiling)

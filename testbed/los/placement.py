@@ -1,0 +1,74 @@
+"""Drive a scheduler hop by hop until the job runs somewhere or is dropped.
+
+The same loop serves a twin (views from a model of the world) and tests (views from a
+fixed snapshot). Real agents run one step each and pass the token over the network.
+The loop itself enforces the two rules every scheduler must obey: a node is never
+visited twice (cycle) and a job never moves more than `max_hops` times.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from testbed.los.decisions import Drop, DropReason, Forward, RunHere, SendTo
+from testbed.los.job import TrainingJob
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.schedulers import DecisionContext, Scheduler
+from testbed.los.views import NodeView
+from testbed.spec.experiment import LosParams
+
+ViewsOf = Callable[[str], tuple[NodeView, tuple[NodeView, ...]] | None]
+"""For a node: its own view and its neighbours' views, or None if it is unreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    path: tuple[str, ...]
+    """Nodes the job visited, the source first; the executing node last when executed."""
+    executed: bool
+    limit_m: float | None = None
+    drop_reason: DropReason | None = None
+    why: str = ""
+
+    @property
+    def node(self) -> str | None:
+        return self.path[-1] if self.executed else None
+
+    @property
+    def hops(self) -> int:
+        return len(self.path) - 1
+
+
+def place(
+    job: TrainingJob,
+    model: RuntimeModel,
+    scheduler: Scheduler,
+    views_of: ViewsOf,
+    params: LosParams,
+    rng: random.Random,
+) -> Placement:
+    token: tuple[str, ...] = (job.source,)
+    while True:
+        views = views_of(token[-1])
+        if views is None:
+            return Placement(token, False, drop_reason=DropReason.UNREACHABLE)
+        local, neighbours = views
+        ctx = DecisionContext(job, model, token, local, neighbours, params, rng)
+        decision = scheduler.decide(ctx)
+        match decision:
+            case RunHere(limit_m=limit, why=why):
+                return Placement(token, True, limit_m=limit, why=why)
+            case Drop(reason=reason):
+                return Placement(token, False, drop_reason=reason)
+            case SendTo(node=target) | Forward(node=target):
+                if target in token:
+                    return Placement(token, False, drop_reason=DropReason.CYCLE)
+                if len(token) > params.max_hops:
+                    return Placement(token, False, drop_reason=DropReason.MAX_HOPS)
+                token = (*token, target)
+                if isinstance(decision, SendTo):
+                    if views_of(target) is None:
+                        return Placement(token, False, drop_reason=DropReason.UNREACHABLE)
+                    return Placement(token, True, limit_m=decision.limit_m, why=decision.why)

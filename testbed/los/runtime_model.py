@@ -1,0 +1,194 @@
+"""The job runtime model: history of a job's runs, the fitted runtime curve, Gaussian bounds.
+
+Training time as a function of the CPU limit R (millicores):
+
+    t_job(R) = a * (R + b)^(-c) + d
+
+fitted to past runs. While there are too few runs or too few distinct limits for four
+parameters, simpler curves stand in (see `fit_runtime_curve`). A job with T threads
+cannot use more than T cores, so the limit is cut off at 1000*T before the curve.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy.optimize import OptimizeWarning, curve_fit
+
+from testbed.los.job import RunRecord
+
+CurveKind = Literal["scaled", "inverse", "power"]
+
+_C_GRID = np.linspace(0.3, 2.5, 23)
+_B_GRID = np.array([0.0, 25.0, 50.0, 100.0, 200.0, 400.0])
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeCurve:
+    a: float
+    b: float
+    c: float
+    d: float
+    kind: CurveKind
+    max_effective_m: float = 1000.0
+
+    def t_job(self, limit_m: float) -> float:
+        r = min(max(limit_m, 1.0), self.max_effective_m)
+        return self.a * (r + self.b) ** (-self.c) + self.d
+
+
+def _power(r: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    return a * np.power(r + b, -c) + d
+
+
+def _nonneg_linear_fit(x: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
+    """Least squares of t = a*x + d with a, d >= 0. Returns (a, d, sse)."""
+    design = np.column_stack([x, np.ones_like(x)])
+    (a, d), *_ = np.linalg.lstsq(design, t, rcond=None)
+    if a < 0:
+        a, d = 0.0, float(t.mean())
+    elif d < 0:
+        d = 0.0
+        a = float((x @ t) / (x @ x)) if float(x @ x) > 0 else 0.0
+    sse = float(np.sum((a * x + d - t) ** 2))
+    return float(a), float(d), sse
+
+
+def fit_runtime_curve(
+    limits_m: Sequence[float],
+    times_s: Sequence[float],
+    max_effective_m: float = 1000.0,
+    min_points_for_power: int = 5,
+) -> RuntimeCurve | None:
+    """Fit the runtime curve to (limit, training time) pairs.
+
+    * no points: None (the caller is in cold start);
+    * one distinct limit: pure CPU-bound scaling, t = (mean of t*R) / R;
+    * fewer than `min_points_for_power` points or fewer than 3 distinct limits:
+      t = a/R + d with a, d >= 0;
+    * otherwise the four-parameter power curve, from the best point of a (b, c) grid
+      (with a, d solved exactly), refined by scipy's curve_fit.
+    """
+    if len(limits_m) != len(times_s):
+        raise ValueError("limits and times differ in length")
+    if not limits_m:
+        return None
+    r = np.minimum(np.maximum(np.asarray(limits_m, dtype=float), 1.0), max_effective_m)
+    t = np.asarray(times_s, dtype=float)
+    distinct = len(np.unique(np.round(r, 3)))
+    if distinct == 1:
+        return RuntimeCurve(float(np.mean(t * r)), 0.0, 1.0, 0.0, "scaled", max_effective_m)
+    a, d, sse = _nonneg_linear_fit(1.0 / r, t)
+    inverse = RuntimeCurve(a, 0.0, 1.0, d, "inverse", max_effective_m)
+    if len(r) < min_points_for_power or distinct < 3:
+        return inverse
+    best = (sse, a, 0.0, 1.0, d)
+    for b in _B_GRID:
+        for c in _C_GRID:
+            ga, gd, gsse = _nonneg_linear_fit(np.power(r + b, -c), t)
+            if gsse < best[0]:
+                best = (gsse, ga, float(b), float(c), gd)
+    sse0, a0, b0, c0, d0 = best
+    params = (a0, b0, c0, d0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            popt, _ = curve_fit(
+                _power,
+                r,
+                t,
+                p0=[max(a0, 1e-6), b0, c0, d0],
+                bounds=([0.0, 0.0, 0.05, 0.0], [np.inf, 2000.0, 4.0, np.inf]),
+                maxfev=400,
+            )
+        refined_sse = float(np.sum((_power(r, *popt) - t) ** 2))
+        if np.all(np.isfinite(popt)) and refined_sse <= sse0:
+            params = tuple(float(p) for p in popt)  # type: ignore[assignment]
+    except (RuntimeError, ValueError):
+        pass
+    return RuntimeCurve(*params, kind="power", max_effective_m=max_effective_m)
+
+
+def pessimistic(values: Sequence[float], margin_sigma: float, prior: float) -> float:
+    """Gaussian worst case: mean plus `margin_sigma` standard deviations (prior if empty)."""
+    if not values:
+        return prior
+    mean = statistics.fmean(values)
+    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    return mean + margin_sigma * std
+
+
+@dataclass
+class RuntimeModel:
+    """Everything an agent knows about one periodic job's past runs.
+
+    It is owned by the job's source agent, which records each finished run, and it
+    travels with a placement request so that every node on the way decides with it.
+    """
+
+    window: int = 30
+    min_points_for_fit: int = 5
+    refit_every: int = 5
+    max_effective_m: float = 1000.0
+    runs: list[RunRecord] = field(default_factory=list)
+    last_by_node: dict[str, RunRecord] = field(default_factory=dict)
+    total_runs: int = 0
+    _curve: RuntimeCurve | None = field(default=None, repr=False)
+    _fitted_at: int = field(default=-1, repr=False)
+
+    @property
+    def is_cold(self) -> bool:
+        return self.total_runs == 0
+
+    def record(self, run: RunRecord) -> None:
+        self.runs.append(run)
+        if len(self.runs) > self.window:
+            del self.runs[: len(self.runs) - self.window]
+        self.last_by_node[run.node] = run
+        self.total_runs += 1
+
+    def last_run_on(self, node: str) -> RunRecord | None:
+        return self.last_by_node.get(node)
+
+    def curve(self) -> RuntimeCurve | None:
+        """The fitted curve, refitted when enough new runs arrived since the last fit."""
+        due = (
+            self._fitted_at < 0
+            or self.total_runs - self._fitted_at >= self.refit_every
+            or (self.total_runs < self.min_points_for_fit and self._fitted_at != self.total_runs)
+        )
+        if self.runs and due:
+            self._curve = fit_runtime_curve(
+                [run.limit_m for run in self.runs],
+                [run.t_job for run in self.runs],
+                max_effective_m=self.max_effective_m,
+                min_points_for_power=self.min_points_for_fit,
+            )
+            self._fitted_at = self.total_runs
+        return self._curve
+
+    def overhead_s(self, margin_sigma: float) -> float:
+        """Pessimistic start + stop time of the job's process or container."""
+        return pessimistic([r.t_start for r in self.runs], margin_sigma, 0.0) + pessimistic(
+            [r.t_stop for r in self.runs], margin_sigma, 0.0
+        )
+
+    def memory_mb(self, margin_sigma: float, prior: float) -> float:
+        return pessimistic([r.memory_mb for r in self.runs], margin_sigma, prior)
+
+    def payload_bytes(self, margin_sigma: float, prior: float) -> float:
+        return pessimistic([r.payload_bytes for r in self.runs], margin_sigma, prior)
+
+    def predict_t_complete(self, limit_m: float, t_send_s: float, margin_sigma: float) -> float:
+        """t_complete = t_job + t_send + t_start + t_stop; inf while there is no curve."""
+        curve = self.curve()
+        if curve is None:
+            return math.inf
+        return curve.t_job(limit_m) + t_send_s + self.overhead_s(margin_sigma)

@@ -1,0 +1,129 @@
+"""The scheduler seam: every scheduler maps one decision context to one decision.
+
+Schedulers are chosen by name in an experiment spec (`schedulers: [los, in-situ]`).
+A scheduler sees only what one node knows: its own fresh view, its direct
+neighbours' (possibly stale) views, the job's runtime model and the token of nodes the
+job has visited. A new baseline is a class with `name` and `decide`, registered below.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from testbed.los.decisions import Decision, Drop, DropReason, Forward, RunHere, SendTo
+from testbed.los.feasibility import Assessment, assess
+from testbed.los.job import TrainingJob
+from testbed.los.ranking import rank
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.views import NodeView
+from testbed.spec.experiment import LosParams
+
+
+@dataclass(frozen=True)
+class DecisionContext:
+    job: TrainingJob
+    model: RuntimeModel
+    token: tuple[str, ...]
+    local: NodeView
+    neighbours: tuple[NodeView, ...]
+    params: LosParams
+    rng: random.Random
+
+    @property
+    def hops(self) -> int:
+        """Forwards so far: 0 at the source node."""
+        return len(self.token) - 1
+
+
+class Scheduler(Protocol):
+    name: ClassVar[str]
+
+    def decide(self, ctx: DecisionContext) -> Decision: ...
+
+
+class InSitu:
+    """Baseline: train only on the local node; drop when it is not feasible."""
+
+    name: ClassVar[str] = "in-situ"
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        local = assess(ctx.job, ctx.model, ctx.local, ctx.params, is_local=True)
+        if local.feasible:
+            return RunHere(local.limit_m)
+        return Drop(DropReason.LOCAL_INFEASIBLE)
+
+
+class Los:
+    """Local-Optimistic Scheduling, Algorithm 1, as run on one node."""
+
+    name: ClassVar[str] = "los"
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        params = ctx.params
+        local = assess(ctx.job, ctx.model, ctx.local, ctx.params, is_local=True)
+        candidates = [
+            v for v in ctx.neighbours if not (params.skip_tried and v.node in ctx.token)
+        ]
+        can_move = ctx.hops + 1 <= params.max_hops
+        if ctx.model.is_cold:
+            cold = self._cold_start(ctx, local, candidates if can_move else [])
+            if cold is not None:
+                return cold
+        elif local.feasible:
+            return RunHere(local.limit_m)
+        if not can_move:
+            return Drop(DropReason.MAX_HOPS)
+        assessed = [assess(ctx.job, ctx.model, v, params, is_local=False) for v in candidates]
+        feasible = {a.view.node: a for a in assessed if a.feasible}
+        if feasible:
+            best = rank([a.view for a in feasible.values()])[0]
+            if best.node in ctx.token:
+                return Drop(DropReason.CYCLE)
+            return SendTo(best.node, feasible[best.node].limit_m)
+        if not candidates:
+            return Drop(DropReason.NO_NEIGHBOURS)
+        closest = rank(candidates)[0]
+        if closest.node in ctx.token:
+            return Drop(DropReason.CYCLE)
+        return Forward(closest.node)
+
+    @staticmethod
+    def _cold_start(
+        ctx: DecisionContext, local: Assessment, candidates: list[NodeView]
+    ) -> Decision | None:
+        """No history: run locally unless the node is over the utilisation threshold;
+        then pick one random node with room among the neighbours and the local node."""
+        if local.feasible and ctx.local.utilisation <= ctx.params.cold_start_utilisation:
+            return RunHere(local.limit_m, why="cold-start-local")
+        options: list[Assessment] = [local] if local.feasible else []
+        options += [
+            a
+            for a in (assess(ctx.job, ctx.model, v, ctx.params, is_local=False) for v in candidates)
+            if a.feasible and a.view.node not in ctx.token
+        ]
+        if not options:
+            return None
+        pick = options[ctx.rng.randrange(len(options))]
+        if pick is local:
+            return RunHere(local.limit_m, why="cold-start-random")
+        return SendTo(pick.view.node, pick.limit_m, why="cold-start-random")
+
+
+SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
+    Los.name: Los,
+    InSitu.name: InSitu,
+}
+
+
+def scheduler_names() -> frozenset[str]:
+    return frozenset(SCHEDULERS)
+
+
+def make_scheduler(name: str) -> Scheduler:
+    try:
+        return SCHEDULERS[name]()
+    except KeyError:
+        raise KeyError(f"unknown scheduler '{name}', known: {sorted(SCHEDULERS)}") from None

@@ -1,0 +1,1 @@
+"""Pure network descriptions: topology from a layout, latency-drift timelines."""

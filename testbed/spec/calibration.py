@@ -1,0 +1,51 @@
+"""Calibration of the training workload: what one training run of each model costs.
+
+The twin consumes this as ground truth; real testbeds measure it (`testbed calibrate`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Gaussian(_Strict):
+    mean: NonNegativeFloat
+    std: NonNegativeFloat = 0.0
+
+
+class ModelCost(_Strict):
+    """Cost of one training run of one detector model on N cached samples."""
+
+    data: str = Field(description="the stream kind this model analyses, e.g. traffic")
+    work_cpu_s: Annotated[float, Field(gt=0)] = Field(
+        description="CPU-seconds of the training phase at an unlimited single core"
+    )
+    threads: Annotated[int, Field(ge=1)] = 1
+    overhead_s: NonNegativeFloat = Field(
+        default=0.0, description="wall seconds of the training phase that no CPU limit changes"
+    )
+    noise_cv: NonNegativeFloat = Field(
+        default=0.05, description="coefficient of variation of the work, run to run"
+    )
+    start_s: Gaussian = Field(description="wall seconds to start the job's process or container")
+    start_cpu_s: NonNegativeFloat = Field(
+        default=0.0, description="CPU-seconds spent starting (e.g. importing torch) under the limit"
+    )
+    stop_s: Gaussian = Field(description="stopping and removing it")
+    memory_mb: Gaussian
+    model_bytes: Annotated[int, Field(ge=0)]
+    sample_bytes: Annotated[int, Field(ge=0)] = Field(description="bytes per cached sample")
+
+
+class Calibration(_Strict):
+    name: str
+    source: str = Field(description="where these numbers come from")
+    models: dict[str, ModelCost]

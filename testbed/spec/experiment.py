@@ -1,0 +1,155 @@
+"""Experiment specifications: protocol, streams, scheduler parameters, timeplan, references."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from testbed.spec.calibration import Calibration
+from testbed.spec.layout import LayoutSpec
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LosParams(_Strict):
+    """Parameters of the LOS agent's models, optimiser and Algorithm 1."""
+
+    max_hops: Annotated[int, Field(ge=0)] = 4
+    initial_limit_m: PositiveFloat = 400.0
+    initial_free_share: Annotated[float, Field(gt=0, le=1)] = 0.85
+    step: Annotated[float, Field(gt=0, lt=1)] = 0.10
+    min_limit_m: PositiveFloat = 50.0
+    cold_start_utilisation: Fraction = 0.85
+    margin_sigma: NonNegativeFloat = 2.0
+    min_runs_for_fit: Annotated[int, Field(ge=2)] = 5
+    refit_every: Annotated[int, Field(ge=1)] = 5
+    history_window: Annotated[int, Field(ge=2)] = 30
+    skip_tried: bool = Field(
+        default=False,
+        description="leave nodes already in the token out of the candidates (not in the paper)",
+    )
+
+
+class StreamSlot(_Strict):
+    data: str
+    model: str
+
+
+class StreamsSpec(_Strict):
+    nodes: Annotated[list[str], Field(min_length=1)] = Field(
+        description="edge nodes that receive streams, in the order they are filled"
+    )
+    per_node: Annotated[list[StreamSlot], Field(min_length=1)]
+    placement: Literal["fill", "round-robin"] = "fill"
+    period_s: tuple[PositiveFloat, PositiveFloat] = (180.0, 300.0)
+    samples_per_training: Annotated[int, Field(ge=1)] = 1000
+
+    @model_validator(mode="after")
+    def _period_order(self) -> StreamsSpec:
+        lo, hi = self.period_s
+        if lo > hi:
+            raise ValueError(f"period_s is [low, high]; got low {lo} above high {hi}")
+        return self
+
+
+class PredictionSpec(_Strict):
+    """The prediction job that runs for every stream on its edge node."""
+
+    cpu_m: NonNegativeFloat
+    memory_mb: NonNegativeFloat
+
+
+class SweepSpec(_Strict):
+    stream_counts: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+    repetitions: Annotated[int, Field(ge=1)]
+
+
+class GossipSpec(_Strict):
+    interval_s: PositiveFloat = 10.0
+    mesh_timeout_s: NonNegativeFloat = 6.0
+
+
+class TimeplanEvent(_Strict):
+    """A change of the world at a time: a node leaves or joins, or background load changes."""
+
+    at_s: NonNegativeFloat
+    action: Literal["leave", "join", "load"]
+    node: str | None = None
+    layer: str | None = None
+    cpu_m: NonNegativeFloat | None = Field(
+        default=None, description="background CPU demand per selected node (action 'load')"
+    )
+
+    @model_validator(mode="after")
+    def _shape(self) -> TimeplanEvent:
+        if (self.node is None) == (self.layer is None):
+            raise ValueError("give exactly one of 'node' or 'layer'")
+        if self.action == "load" and self.cpu_m is None:
+            raise ValueError("action 'load' needs 'cpu_m'")
+        if self.action != "load" and self.cpu_m is not None:
+            raise ValueError(f"'cpu_m' only applies to action 'load', not '{self.action}'")
+        return self
+
+
+class Reference(_Strict):
+    """The paper's reference values, shown side by side with ours in the report."""
+
+    drop_rate_pct: dict[int, float] = Field(default_factory=dict)
+    hop_share_pct: dict[int, dict[int, float]] = Field(default_factory=dict)
+    cpu_limit_start_m: float | None = None
+    cpu_limit_plateau_m: float | None = None
+    cpu_limit_plateau_iteration: int | None = None
+    cpu_limit_rise_iteration: int | None = None
+    relative_residual_start: float | None = None
+    relative_residual_end: float | None = None
+    notes: str = ""
+
+
+class ExperimentSpec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+    kind: Literal["resource-optimization", "scheduling"]
+    description: str = ""
+    layout: str = Field(description="path of the layout spec, relative to this file")
+    calibration: str = Field(description="path of the calibration file, relative to this file")
+    seed: Annotated[int, Field(ge=0)]
+    schedulers: Annotated[list[str], Field(min_length=1)]
+    sweep: SweepSpec
+    duration_s: PositiveFloat
+    iterations: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="stop a stream after this many executed trainings"
+    )
+    streams: StreamsSpec
+    prediction: PredictionSpec
+    los: LosParams = LosParams()
+    gossip: GossipSpec = GossipSpec()
+    timeplan: list[TimeplanEvent] = Field(default_factory=list)
+    reference: Reference = Reference()
+    profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _schedulers_unique(self) -> ExperimentSpec:
+        if len(set(self.schedulers)) != len(self.schedulers):
+            raise ValueError(f"schedulers are listed twice: {self.schedulers}")
+        return self
+
+
+@dataclass(frozen=True)
+class ResolvedExperiment:
+    """An experiment with its profile applied and its layout and calibration loaded."""
+
+    spec: ExperimentSpec
+    layout: LayoutSpec
+    calibration: Calibration
+    spec_path: Path
+    layout_path: Path
+    calibration_path: Path
+    profile: str | None

@@ -64,9 +64,7 @@ class Los:
     def decide(self, ctx: DecisionContext) -> Decision:
         params = ctx.params
         local = assess(ctx.job, ctx.model, ctx.local, ctx.params, is_local=True)
-        candidates = [
-            v for v in ctx.neighbours if not (params.skip_tried and v.node in ctx.token)
-        ]
+        candidates = [v for v in ctx.neighbours if not (params.skip_tried and v.node in ctx.token)]
         can_move = ctx.hops + 1 <= params.max_hops
         if ctx.model.is_cold:
             cold = self._cold_start(ctx, local, candidates if can_move else [])

@@ -122,9 +122,7 @@ class LayoutSpec(_Strict):
                         f"layer '{layer.name}' gateway index {g} is above its count {layer.count}"
                     )
             if layer.gateways and i == 0:
-                raise ValueError(
-                    f"layer '{layer.name}' is the top layer and cannot have gateways"
-                )
+                raise ValueError(f"layer '{layer.name}' is the top layer and cannot have gateways")
             if layer.gateways and layer.uplink is None:
                 raise ValueError(f"layer '{layer.name}' has gateways but no 'uplink' link profile")
         all_nodes = {n for layer in self.layers for n in self.layer_nodes(layer.name)}

@@ -19,8 +19,11 @@ M = TypeVar("M", bound=BaseModel)
 
 def read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise UserError(str(path), "file not found", "check the path (relative paths in a spec "
-                        "are relative to the spec file)")
+        raise UserError(
+            str(path),
+            "file not found",
+            "check the path (relative paths in a spec are relative to the spec file)",
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -1,0 +1,1 @@
+"""Experiment planning and running, independent of the testbed that executes it."""

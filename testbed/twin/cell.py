@@ -1,0 +1,336 @@
+"""Simulate one cell of a sweep on the twin: streams trigger trainings, LOS places them.
+
+The world: nodes with the layout's CPU and memory; a prediction job per stream
+occupying its edge node; training runs that move their payload over the mesh, start,
+work under their CPU limit in a fair-share CPU and stop; availability gossip that
+reaches neighbours late (each node broadcasts every `gossip.interval_s` with its own
+phase, and a neighbour uses the newest broadcast it has received); link latencies that
+drift; nodes that leave and join and background load that changes, from the timeplan.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import simpy
+
+from testbed.experiment.plan import Cell, CellSeeds, StreamDef, plan_streams
+from testbed.los.decisions import DropReason
+from testbed.los.job import JobKey, RunRecord, TrainingJob
+from testbed.los.placement import Placement, place
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.schedulers import make_scheduler
+from testbed.los.views import NodeView
+from testbed.network.drift import DriftTimeline
+from testbed.network.topology import Topology
+from testbed.spec.calibration import Gaussian, ModelCost
+from testbed.spec.experiment import ResolvedExperiment
+from testbed.twin.node import TwinNode
+
+
+@dataclass
+class _StreamState:
+    stream: StreamDef
+    cost: ModelCost
+    model: RuntimeModel
+    running: bool = False
+    executed: int = 0
+    triggers: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class CellOutcome:
+    rows: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    sim_seconds: float
+    streams: list[StreamDef] = field(default_factory=list)
+
+
+class TwinCell:
+    def __init__(
+        self,
+        experiment: ResolvedExperiment,
+        topology: Topology,
+        drift: DriftTimeline,
+        cell: Cell,
+        seeds: CellSeeds,
+    ) -> None:
+        self.x = experiment
+        self.spec = experiment.spec
+        self.topology = topology
+        self.drift = drift
+        self.cell = cell
+        self.seeds = seeds
+        self.env = simpy.Environment()
+        self.nodes = {name: TwinNode(self.env, node) for name, node in topology.nodes.items()}
+        self.scheduler = make_scheduler(cell.scheduler)
+        self.rows: list[dict[str, Any]] = []
+        self.events: list[dict[str, Any]] = []
+        gossip = self.spec.gossip.interval_s
+        phase_rng = np.random.default_rng(seeds.arrivals.integers(2**32))
+        self.gossip_phase = {name: float(phase_rng.uniform(0, gossip)) for name in self.nodes}
+        streams = plan_streams(self.spec, cell.stream_count, seeds.arrivals)
+        self.streams = [self._stream_state(s) for s in streams]
+
+    def _stream_state(self, stream: StreamDef) -> _StreamState:
+        los = self.spec.los
+        cost = self.x.calibration.models[stream.model]
+        model = RuntimeModel(
+            window=los.history_window,
+            min_points_for_fit=los.min_runs_for_fit,
+            refit_every=los.refit_every,
+            max_effective_m=1000.0 * cost.threads,
+        )
+        return _StreamState(stream, cost, model)
+
+    # --- the world as one node sees it ------------------------------------------------
+    def _latency_ms(self, a: str, b: str) -> float:
+        return self.drift.link_latency_ms(self.topology.link(a, b), self.env.now)
+
+    def _in_mesh(self, name: str) -> bool:
+        node = self.nodes[name]
+        if node.alive:
+            return True
+        assert node.down_since is not None
+        return self.env.now - node.down_since < self.spec.gossip.mesh_timeout_s
+
+    def _view(self, viewer: str, name: str) -> NodeView:
+        node = self.nodes[name]
+        if viewer == name:
+            state, latency, bandwidth, at = node.availability(), 0.0, math.inf, self.env.now
+        else:
+            latency = self._latency_ms(viewer, name)
+            bandwidth = self.topology.link(viewer, name).bandwidth_mbit
+            heard = self.env.now - latency / 1000.0
+            interval = self.spec.gossip.interval_s
+            phase = self.gossip_phase[name]
+            at = phase + math.floor((heard - phase) / interval) * interval if heard >= phase else 0
+            state = node.availability_at(at)
+        return NodeView(
+            node=name,
+            layer=node.spec.layer,
+            cpu_capacity_m=node.spec.cpu_capacity_m,
+            cpu_free_m=state.cpu_free_m,
+            memory_capacity_mb=float(node.spec.memory_mb),
+            memory_free_mb=state.memory_free_mb,
+            latency_ms=latency,
+            bandwidth_mbit=bandwidth,
+            reported_at=at,
+        )
+
+    def _views_of(self, name: str) -> tuple[NodeView, tuple[NodeView, ...]] | None:
+        if not self.nodes[name].alive:
+            return None
+        neighbours = tuple(
+            self._view(name, other)
+            for other in self.topology.neighbours(name)
+            if self._in_mesh(other)
+        )
+        return self._view(name, name), neighbours
+
+    # --- processes ------------------------------------------------------------------
+    def run(self) -> CellOutcome:
+        for state in self.streams:
+            node = self.nodes[state.stream.node]
+            node.add_prediction(self.spec.prediction.cpu_m, self.spec.prediction.memory_mb)
+            self.env.process(self._stream(state))
+        for event in self.spec.timeplan:
+            self.env.process(
+                self._timeplan(event.at_s, event.action, event.node, event.layer, event.cpu_m)
+            )
+        self.env.run()
+        return CellOutcome(
+            self.rows, self.events, float(self.env.now), [s.stream for s in self.streams]
+        )
+
+    def _timeplan(
+        self, at_s: float, action: str, node: str | None, layer: str | None, cpu_m: float | None
+    ) -> Any:
+        if at_s >= self.spec.duration_s:
+            return
+        yield self.env.timeout(at_s)
+        targets = [node] if node else [n for n, t in self.nodes.items() if t.spec.layer == layer]
+        for name in targets:
+            twin = self.nodes[name]
+            if action == "leave" and twin.alive:
+                twin.leave()
+            elif action == "join" and not twin.alive:
+                twin.join()
+            elif action == "load":
+                twin.set_background(cpu_m or 0.0)
+        self.events.append(
+            {
+                "sim_time": self.env.now,
+                "kind": f"timeplan-{action}",
+                "nodes": targets,
+                "cpu_m": cpu_m,
+            }
+        )
+
+    def _stream(self, state: _StreamState) -> Any:
+        stream = state.stream
+        yield self.env.timeout(stream.first_trigger_s)
+        limit = self.spec.iterations
+        while self.env.now < self.spec.duration_s:
+            if limit is not None and state.executed >= limit:
+                break
+            if self.nodes[stream.node].alive:
+                self._trigger(state)
+            yield self.env.timeout(stream.period_s)
+        state.stopped = True
+
+    def _job(self, state: _StreamState) -> TrainingJob:
+        cost = state.cost
+        samples = self.spec.streams.samples_per_training
+        return TrainingJob(
+            key=JobKey("train", state.stream.id, state.stream.model),
+            source=state.stream.node,
+            period_s=state.stream.period_s,
+            threads=cost.threads,
+            memory_prior_mb=cost.memory_mb.mean,
+            payload_prior_bytes=float(cost.model_bytes + samples * cost.sample_bytes),
+        )
+
+    def _row(self, state: _StreamState, trigger_time: float) -> dict[str, Any]:
+        stream = state.stream
+        return {
+            "time_s": trigger_time,
+            "scheduler": self.cell.scheduler,
+            "stream_count": self.cell.stream_count,
+            "repetition": self.cell.repetition,
+            "stream": stream.id,
+            "data": stream.data,
+            "model": stream.model,
+            "source_node": stream.node,
+            "period_s": stream.period_s,
+            "trigger": state.triggers,
+        }
+
+    def _trigger(self, state: _StreamState) -> None:
+        state.triggers += 1
+        row = self._row(state, self.env.now)
+        if state.running:
+            self._drop(row, DropReason.PREVIOUS_RUNNING, (state.stream.node,))
+            return
+        job = self._job(state)
+        placement = place(
+            job, state.model, self.scheduler, self._views_of, self.spec.los, self.seeds.decisions
+        )
+        if not placement.executed:
+            assert placement.drop_reason is not None
+            self._drop(row, placement.drop_reason, placement.path)
+            return
+        state.running = True
+        self.env.process(self._execute(state, job, placement, row))
+
+    def _drop(self, row: dict[str, Any], reason: DropReason, path: tuple[str, ...]) -> None:
+        row.update(
+            outcome="dropped", drop_reason=str(reason), path=">".join(path), hops=len(path) - 1
+        )
+        self.rows.append(row)
+
+    def _gauss(self, g: Gaussian) -> float:
+        return max(0.0, float(self.seeds.work.normal(g.mean, g.std))) if g.std else g.mean
+
+    def _execute(
+        self, state: _StreamState, job: TrainingJob, placement: Placement, row: dict[str, Any]
+    ) -> Any:
+        cost = state.cost
+        target = placement.path[-1]
+        limit = float(placement.limit_m or self.spec.los.min_limit_m)
+        decided = (
+            sum(self._latency_ms(a, b) for a, b in itertools.pairwise(placement.path)) / 1000.0
+        )
+        payload = job.payload_prior_bytes
+        t_send = 0.0
+        if target != job.source:
+            route = self.topology.path(job.source, target)
+            pairs = list(itertools.pairwise(route))
+            latency = sum(self._latency_ms(a, b) for a, b in pairs) / 1000.0
+            bandwidth = min(self.topology.link(a, b).bandwidth_mbit for a, b in pairs)
+            t_send = latency + payload * 8.0 / (bandwidth * 1e6)
+        # the work of this run, drawn before any outcome is known (same across schedulers)
+        sigma = math.sqrt(math.log(1.0 + cost.noise_cv**2))
+        work_m_s = (
+            cost.work_cpu_s * 1000.0 * float(self.seeds.work.lognormal(-(sigma**2) / 2, sigma))
+        )
+        memory = self._gauss(cost.memory_mb)
+        start_wall, stop_wall = self._gauss(cost.start_s), self._gauss(cost.stop_s)
+
+        yield self.env.timeout(decided + t_send)
+        node = self.nodes[target]
+        if not node.alive:
+            return self._lost(state, row, placement, DropReason.UNREACHABLE)
+        if node.availability().memory_free_mb < memory:
+            return self._lost(state, row, placement, DropReason.TARGET_REJECTED)
+        epoch = node.epoch
+        node.reserve(limit, memory)
+        cap = min(limit, 1000.0 * cost.threads)
+        t0 = self.env.now
+        yield self.env.timeout(start_wall)
+        ok = node.epoch == epoch
+        if ok and cost.start_cpu_s > 0:
+            ok = yield node.work(cost.start_cpu_s * 1000.0, cap)
+        t_start = self.env.now - t0
+        t1 = self.env.now
+        if ok:
+            ok = yield node.work(work_m_s, cap)
+        if ok:
+            yield self.env.timeout(cost.overhead_s)
+            ok = node.epoch == epoch
+        t_job = self.env.now - t1
+        t2 = self.env.now
+        if ok:
+            yield self.env.timeout(stop_wall)
+            ok = node.epoch == epoch
+        t_stop = self.env.now - t2
+        if not ok:
+            return self._lost(state, row, placement, DropReason.NODE_LEFT)
+        node.release(limit, memory)
+        record = RunRecord(
+            node=target,
+            limit_m=limit,
+            t_job=t_job,
+            t_send=t_send,
+            t_start=t_start,
+            t_stop=t_stop,
+            memory_mb=memory,
+            payload_bytes=payload,
+            period_s=job.period_s,
+        )
+        state.model.record(record)
+        state.executed += 1
+        state.running = False
+        row.update(
+            outcome="executed",
+            drop_reason=None,
+            path=">".join(placement.path),
+            hops=placement.hops,
+            executing_node=target,
+            executing_layer=self.topology.layer_of(target),
+            cpu_limit_m=limit,
+            t_job=t_job,
+            t_send=t_send,
+            t_start=t_start,
+            t_stop=t_stop,
+            t_complete=record.t_complete,
+            met_period=record.met_period,
+            relative_residual=record.relative_residual,
+            iteration=state.executed,
+            finished_s=self.env.now,
+            why=placement.why,
+        )
+        self.rows.append(row)
+        return None
+
+    def _lost(
+        self, state: _StreamState, row: dict[str, Any], placement: Placement, reason: DropReason
+    ) -> None:
+        state.running = False
+        row.update(executing_node=placement.path[-1])
+        self._drop(row, reason, placement.path)

@@ -1,8 +1,10 @@
 """Resource optimisation: the CPU limit to give a job's next run on a node.
 
-First run of a job on a node: a share (85 %) of the node's free CPU, capped at the
-experiment's starting limit (400 m). Each next run on that node: 10 % lower if the
-last run there met its period, 10 % higher if it did not.
+First run of a job: a share (85 %) of the chosen node's free CPU, capped at the
+experiment's starting limit (400 m). Each next run: 10 % lower if the job's last run
+met its period, 10 % higher if it did not, never above the chosen node's free CPU.
+With `limit_per_node` the history is kept per node instead: a job's first run on each
+node starts again from the first-run rule.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from testbed.spec.experiment import LosParams
 def propose_limit(
     model: RuntimeModel, view: NodeView, params: LosParams, max_useful_m: float
 ) -> float:
-    last = model.last_run_on(view.node)
+    last = model.last_run_on(view.node) if params.limit_per_node else model.last_run()
     if last is None:
         limit = min(params.initial_free_share * view.cpu_free_m, params.initial_limit_m)
     elif last.met_period:

@@ -154,6 +154,9 @@ class RuntimeModel:
         self.last_by_node[run.node] = run
         self.total_runs += 1
 
+    def last_run(self) -> RunRecord | None:
+        return self.runs[-1] if self.runs else None
+
     def last_run_on(self, node: str) -> RunRecord | None:
         return self.last_by_node.get(node)
 

@@ -16,6 +16,7 @@ from typing import ClassVar, Protocol
 from testbed.los.decisions import Decision, Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.feasibility import Assessment, assess
 from testbed.los.job import TrainingJob
+from testbed.los.optimizer import propose_limit
 from testbed.los.ranking import rank
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.views import NodeView
@@ -54,6 +55,20 @@ class InSitu:
         if local.feasible:
             return RunHere(local.limit_m)
         return Drop(DropReason.LOCAL_INFEASIBLE)
+
+
+class LocalAlways:
+    """Experiment A's setting: every job trains on its own node, feasible or not.
+
+    Only the resource optimiser acts (it sets the limit); nothing is placed elsewhere
+    and nothing is dropped here, so the limit's trajectory can be studied alone.
+    """
+
+    name: ClassVar[str] = "local"
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        limit = propose_limit(ctx.model, ctx.local, ctx.params, ctx.job.max_useful_limit_m)
+        return RunHere(limit, why="always-local")
 
 
 class Los:
@@ -113,6 +128,7 @@ class Los:
 SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
     Los.name: Los,
     InSitu.name: InSitu,
+    LocalAlways.name: LocalAlways,
 }
 
 

@@ -33,6 +33,10 @@ class LosParams(_Strict):
     min_runs_for_fit: Annotated[int, Field(ge=2)] = 5
     refit_every: Annotated[int, Field(ge=1)] = 5
     history_window: Annotated[int, Field(ge=2)] = 30
+    limit_per_node: bool = Field(
+        default=False,
+        description="keep the +/-10 % limit history per (job, node) instead of per job",
+    )
     skip_tried: bool = Field(
         default=False,
         description="leave nodes already in the token out of the candidates (not in the paper)",

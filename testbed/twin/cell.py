@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import simpy
 
+from testbed.experiment.outcome import CellOutcome
 from testbed.experiment.plan import Cell, CellSeeds, StreamDef, plan_streams
 from testbed.los.decisions import DropReason
 from testbed.los.job import JobKey, RunRecord, TrainingJob
@@ -41,14 +42,6 @@ class _StreamState:
     executed: int = 0
     triggers: int = 0
     stopped: bool = False
-
-
-@dataclass
-class CellOutcome:
-    rows: list[dict[str, Any]]
-    events: list[dict[str, Any]]
-    sim_seconds: float
-    streams: list[StreamDef] = field(default_factory=list)
 
 
 class TwinCell:

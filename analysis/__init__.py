@@ -1,0 +1,1 @@
+"""Figures, reports and notebooks, derived only from the files of a run directory."""

@@ -1,0 +1,73 @@
+"""The numbers behind each figure, as tidy frames (pure: frames in, frames out)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+HOP_LEVELS = [0, 1, 2, 3, 4]
+
+
+def executed(triggers: pd.DataFrame) -> pd.DataFrame:
+    return triggers[triggers["outcome"] == "executed"]
+
+
+def per_iteration(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 5: mean CPU limit, training time and relative residual per training iteration."""
+    runs = executed(triggers).dropna(subset=["iteration"])
+    grouped = runs.groupby("iteration")
+    frame = grouped.agg(
+        jobs=("stream", "nunique"),
+        cpu_limit_m=("cpu_limit_m", "mean"),
+        cpu_limit_sd=("cpu_limit_m", "std"),
+        t_job=("t_job", "mean"),
+        t_job_sd=("t_job", "std"),
+        t_complete=("t_complete", "mean"),
+        relative_residual=("relative_residual", "mean"),
+        relative_residual_sd=("relative_residual", "std"),
+        met_period=("met_period", "mean"),
+    ).reset_index()
+    frame["iteration"] = frame["iteration"].astype(int)
+    return frame
+
+
+def drop_rates(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Drop rate of every cell (scheduler, stream count, repetition)."""
+    keys = ["scheduler", "stream_count", "repetition"]
+    rate = triggers.assign(dropped=triggers["outcome"] == "dropped").groupby(keys)["dropped"]
+    return rate.mean().rename("drop_rate").reset_index()
+
+
+def drop_rate_summary(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 7: drop rate per scheduler and stream count, spread over repetitions."""
+    cells = drop_rates(triggers)
+    summary = cells.groupby(["scheduler", "stream_count"])["drop_rate"].agg(
+        ["mean", "std", "min", "max", "count"]
+    )
+    return summary.reset_index().rename(columns={"count": "repetitions"})
+
+
+def hop_shares(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 6: share of executed jobs by hop depth, per scheduler and stream count."""
+    runs = executed(triggers)
+    if runs.empty:
+        return pd.DataFrame(columns=["scheduler", "stream_count", "hops", "share"])
+    counts = runs.groupby(["scheduler", "stream_count", "hops"]).size().rename("jobs")
+    totals = counts.groupby(level=["scheduler", "stream_count"]).transform("sum")
+    shares = (counts / totals).rename("share").reset_index()
+    return shares
+
+
+def layer_shares(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Share of executed jobs by the layer that ran them."""
+    runs = executed(triggers)
+    counts = runs.groupby(["scheduler", "stream_count", "executing_layer"]).size()
+    totals = counts.groupby(level=["scheduler", "stream_count"]).transform("sum")
+    return (counts / totals).rename("share").reset_index()
+
+
+def drop_reasons(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Share of triggers per drop reason, per scheduler and stream count."""
+    counts = triggers.assign(reason=triggers["drop_reason"].fillna("executed"))
+    table = counts.groupby(["scheduler", "stream_count", "reason"]).size().rename("n")
+    totals = table.groupby(level=["scheduler", "stream_count"]).transform("sum")
+    return (table / totals).rename("share").reset_index()

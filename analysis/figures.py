@@ -1,0 +1,206 @@
+"""The paper's figures (5a, 5b, 5c, 6, 7), drawn with seaborn from a run's tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from analysis import figure_data
+from analysis.run_data import RunData
+from testbed.results.atomic import atomic_write
+
+PAPER_STYLE = {"color": "0.2", "marker": "x", "linestyle": "none", "markersize": 8}
+
+
+def _style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind")
+
+
+def save(fig: Figure, directory: Path, stem: str) -> list[Path]:
+    """Write PNG and PDF atomically; return their paths."""
+    written = []
+    for fmt in ("png", "pdf"):
+        path = directory / f"{stem}.{fmt}"
+        atomic_write(
+            path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=150, bbox_inches="tight")
+        )
+        written.append(path)
+    plt.close(fig)
+    return written
+
+
+def _subtitle(run: RunData) -> str:
+    m = run.manifest
+    where = f"{m.get('experiment')} on {m.get('testbed')}"
+    return f"{where} (profile {m.get('profile') or 'full'}, seed {m.get('seed')})"
+
+
+def _per_iteration_figure(
+    run: RunData,
+    column: str,
+    sd: str | None,
+    ylabel: str,
+    title: str,
+    reference: list[tuple[float, float, str]] | None = None,
+) -> Figure:
+    data = figure_data.per_iteration(run.triggers)
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    ax.plot(data["iteration"], data[column], marker="o", markersize=3, label="this run")
+    if sd is not None:
+        spread = data[sd].fillna(0)
+        ax.fill_between(
+            data["iteration"],
+            data[column] - spread,
+            data[column] + spread,
+            alpha=0.2,
+            label="± 1 sd over jobs",
+        )
+    for x, y, label in reference or []:
+        ax.plot([x], [y], **PAPER_STYLE)
+        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 6), fontsize=7)
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{title}\n{_subtitle(run)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def fig5(run: RunData, out: Path) -> list[Path]:
+    ref = run.reference
+    written: list[Path] = []
+    limit_refs: list[tuple[float, float, str]] = []
+    if ref.get("cpu_limit_start_m") is not None:
+        limit_refs.append((1, ref["cpu_limit_start_m"], "paper: start"))
+    if ref.get("cpu_limit_plateau_m") is not None and ref.get("cpu_limit_plateau_iteration"):
+        limit_refs.append(
+            (ref["cpu_limit_plateau_iteration"], ref["cpu_limit_plateau_m"], "paper: plateau")
+        )
+    fig = _per_iteration_figure(
+        run,
+        "cpu_limit_m",
+        "cpu_limit_sd",
+        "mean CPU limit (millicores)",
+        "Fig. 5a: CPU limit per iteration",
+        limit_refs,
+    )
+    if ref.get("cpu_limit_rise_iteration"):
+        fig.axes[0].axvline(
+            ref["cpu_limit_rise_iteration"], color="0.5", linestyle=":", label="paper: rise begins"
+        )
+        fig.axes[0].legend(fontsize=7)
+    written += save(fig, out, "fig5a_cpu_limit")
+    fig = _per_iteration_figure(
+        run,
+        "t_job",
+        "t_job_sd",
+        "mean training time t_job (s)",
+        "Fig. 5b: training time per iteration",
+    )
+    written += save(fig, out, "fig5b_training_time")
+    residual_refs: list[tuple[float, float, str]] = []
+    data = figure_data.per_iteration(run.triggers)
+    if ref.get("relative_residual_start") is not None:
+        residual_refs.append((1, ref["relative_residual_start"], "paper: start"))
+    if ref.get("relative_residual_end") is not None and not data.empty:
+        residual_refs.append(
+            (int(data["iteration"].max()), ref["relative_residual_end"], "paper: end")
+        )
+    fig = _per_iteration_figure(
+        run,
+        "relative_residual",
+        "relative_residual_sd",
+        "mean |t_complete - period| / period",
+        "Fig. 5c: relative residual per iteration",
+        residual_refs,
+    )
+    written += save(fig, out, "fig5c_relative_residual")
+    return written
+
+
+def fig6(run: RunData, out: Path) -> list[Path]:
+    shares = figure_data.hop_shares(run.triggers)
+    schedulers = list(dict.fromkeys(shares["scheduler"])) or ["(none executed)"]
+    fig, axes = plt.subplots(
+        1, len(schedulers), figsize=(4.2 * len(schedulers), 3.6), squeeze=False, sharey=True
+    )
+    palette = sns.color_palette("viridis", len(figure_data.HOP_LEVELS))
+    counts = sorted(run.triggers["stream_count"].unique())
+    for ax, name in zip(axes[0], schedulers, strict=True):
+        table = (
+            shares[shares["scheduler"] == name]
+            .pivot_table(index="stream_count", columns="hops", values="share", fill_value=0.0)
+            .reindex(index=counts, columns=figure_data.HOP_LEVELS, fill_value=0.0)
+        )
+        bottom = pd.Series(0.0, index=table.index)
+        positions = range(len(table.index))
+        for hops, color in zip(figure_data.HOP_LEVELS, palette, strict=True):
+            values = table[hops] * 100
+            ax.bar(positions, values, bottom=bottom, color=color, label=f"{hops} hops")
+            bottom += values
+        ax.set_xticks(list(positions), [str(c) for c in table.index])
+        ax.set_xlabel("streams")
+        ax.set_title(name, fontsize=9)
+    axes[0][0].set_ylabel("share of executed jobs (%)")
+    axes[0][-1].legend(
+        fontsize=7, title="hop depth", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+    )
+    fig.suptitle(f"Fig. 6: executed jobs by hop depth\n{_subtitle(run)}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, "fig6_hop_depth")
+
+
+def fig7(run: RunData, out: Path) -> list[Path]:
+    cells = figure_data.drop_rates(run.triggers).assign(drop_pct=lambda f: f["drop_rate"] * 100)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(
+        data=cells,
+        x="stream_count",
+        y="drop_pct",
+        hue="scheduler",
+        marker="o",
+        errorbar="sd",
+        err_style="bars",
+        ax=ax,
+    )
+    sns.stripplot(
+        data=cells,
+        x="stream_count",
+        y="drop_pct",
+        hue="scheduler",
+        native_scale=True,
+        alpha=0.35,
+        size=3,
+        legend=False,
+        ax=ax,
+    )
+    reference: dict[Any, float] = run.reference.get("drop_rate_pct", {})
+    if reference:
+        xs = [int(k) for k in reference]
+        ax.plot(xs, list(reference.values()), label="paper (LOS)", **PAPER_STYLE)
+    ax.set_xlabel("streams")
+    ax.set_ylabel("dropped training jobs (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_xticks(sorted(cells["stream_count"].unique()))
+    ax.set_title(f"Fig. 7: drop rate (mean ± sd over repetitions)\n{_subtitle(run)}", fontsize=9)
+    ax.legend(fontsize=7)
+    return save(fig, out, "fig7_drop_rate")
+
+
+def draw_all(run: RunData, out: Path | None = None) -> list[Path]:
+    """Every figure this run's kind of experiment has."""
+    _style()
+    out = out or run.path / "figures"
+    if run.triggers.empty:
+        return []
+    if run.kind == "resource-optimization":
+        return fig5(run, out)
+    return fig6(run, out) + fig7(run, out)

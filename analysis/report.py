@@ -1,0 +1,246 @@
+"""`report.md` of a run: key numbers side by side with the paper's, and the figures."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import figure_data
+from analysis.figures import draw_all
+from analysis.run_data import RunData, load_run
+from testbed.results.atomic import atomic_write_text
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value * 100:.{digits}f} %"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _header(run: RunData) -> list[str]:
+    m = run.manifest
+    git = m.get("git", {})
+    host = m.get("host", {})
+    caps = m.get("capabilities", {})
+    lines = [
+        f"# {m.get('experiment')} on {m.get('testbed')}",
+        "",
+        f"* kind: {m.get('kind')}; profile: {m.get('profile') or 'full'}; seed: {m.get('seed')}",
+        f"* started {m.get('started_at')}, finished {m.get('finished_at')}",
+        f"* code: commit {git.get('commit')}"
+        + (" (uncommitted changes)" if git.get("dirty") else ""),
+        f"* host: {host.get('hostname')}, {host.get('cpu_count')} cores, kernel "
+        f"{host.get('kernel')}, Python {host.get('python')}",
+        f"* calibration: {m.get('calibration', {}).get('name')}",
+        "* testbed capabilities: " + "; ".join(f"{k}: {v}" for k, v in caps.items()),
+        f"* triggers: {len(run.triggers):,} in {len(run.cells)} cells",
+        "",
+    ]
+    if m.get("testbed") == "twin":
+        lines += [
+            "> These numbers come from the discrete-event twin, a model of the testbed. "
+            "They show what the LOS rules do under the modelled workload; they are not "
+            "measurements of real systems. See the README's Deviations.",
+            "",
+        ]
+    return lines
+
+
+def _scheduling_section(run: RunData) -> list[str]:
+    ref = run.reference
+    summary = figure_data.drop_rate_summary(run.triggers)
+    schedulers = list(dict.fromkeys(summary["scheduler"]))
+    counts = sorted(summary["stream_count"].unique())
+    paper = {int(k): v for k, v in ref.get("drop_rate_pct", {}).items()}
+    rows = []
+    for count in counts:
+        row = [str(count), f"{paper[count]:.2f} %" if count in paper else "–"]
+        for name in schedulers:
+            s = summary[(summary["scheduler"] == name) & (summary["stream_count"] == count)]
+            if s.empty:
+                row.append("–")
+                continue
+            r = s.iloc[0]
+            sd = 0.0 if pd.isna(r["std"]) else r["std"]
+            row.append(
+                f"{r['mean'] * 100:.1f} ± {sd * 100:.1f} % "
+                f"({r['min'] * 100:.0f}–{r['max'] * 100:.0f}, n={int(r['repetitions'])})"
+            )
+        rows.append(row)
+    lines = ["## Drop rate by stream count (Fig. 7)", ""]
+    lines += _table(["streams", "paper (LOS)", *schedulers], rows)
+    lines += ["", "Mean ± sd over repetitions (min–max, n repetitions).", ""]
+
+    shares = figure_data.hop_shares(run.triggers)
+    hop_ref = {
+        int(k): {int(h): v for h, v in d.items()} for k, d in ref.get("hop_share_pct", {}).items()
+    }
+    for name in dict.fromkeys(shares["scheduler"]):
+        own = shares[shares["scheduler"] == name]
+        lines += [f"## Executed jobs by hop depth, {name} (Fig. 6)", ""]
+        rows = []
+        for count in counts:
+            cells = []
+            for hops in figure_data.HOP_LEVELS:
+                hit = own[(own["stream_count"] == count) & (own["hops"] == hops)]
+                value = _pct(float(hit["share"].iloc[0])) if not hit.empty else "0.0 %"
+                if hops in hop_ref.get(count, {}):
+                    value += f" (paper {hop_ref[count][hops]:.2f} %)"
+                cells.append(value)
+            rows.append([str(count), *cells])
+        lines += _table(["streams", *[f"{h} hops" for h in figure_data.HOP_LEVELS]], rows)
+        lines.append("")
+        layers = figure_data.layer_shares(run.triggers)
+        layers = layers[layers["scheduler"] == name]
+        if not layers.empty:
+            lines.append(
+                "Executing layer: "
+                + "; ".join(
+                    f"{count} streams: "
+                    + ", ".join(
+                        f"{r.executing_layer} {_pct(r.share, 0)}"
+                        for r in layers[layers["stream_count"] == count].itertuples()
+                    )
+                    for count in counts
+                )
+            )
+            lines.append("")
+    reasons = figure_data.drop_reasons(run.triggers)
+    lines += ["## Why jobs were dropped", ""]
+    for name in schedulers:
+        own = reasons[(reasons["scheduler"] == name) & (reasons["reason"] != "executed")]
+        parts = []
+        for count in counts:
+            here = own[own["stream_count"] == count].sort_values("share", ascending=False)
+            text = ", ".join(f"{r.reason} {_pct(r.share)}" for r in here.itertuples()) or "none"
+            parts.append(f"  * {count} streams: {text}")
+        lines += [f"* {name} (share of all triggers):", *parts]
+    lines.append("")
+    lines += _claims(summary, schedulers)
+    if ref.get("notes"):
+        lines += ["", f"Paper, in words: {ref['notes']}"]
+    return lines
+
+
+def _claims(summary: pd.DataFrame, schedulers: list[str]) -> list[str]:
+    """The paper's qualitative claims, checked on this run."""
+    lines = ["## The paper's claims, checked on this run", ""]
+    mean = summary.pivot_table(index="stream_count", columns="scheduler", values="mean")
+    if "in-situ" in mean:
+        ok = bool((mean["in-situ"] >= 0.999).all())
+        lines.append(f"* in situ drops 100 % at every stream count: {'yes' if ok else 'NO'}")
+    if "los" in mean and "in-situ" in mean:
+        ok = bool((mean["los"] < mean["in-situ"]).all())
+        lines.append(
+            f"* LOS drops fewer than in situ at every stream count: {'yes' if ok else 'NO'}"
+        )
+    if "los" in mean:
+        series = mean["los"].sort_index()
+        ok = bool((series.diff().dropna() >= -0.02).all())
+        lines.append(
+            f"* LOS drop rate does not fall as streams grow (2-point tolerance): "
+            f"{'yes' if ok else 'NO'}"
+        )
+    return lines
+
+
+def _resource_section(run: RunData) -> list[str]:
+    ref = run.reference
+    data = figure_data.per_iteration(run.triggers)
+    if data.empty:
+        return ["No executed training runs."]
+    first = data.iloc[0]
+    lowest = data.loc[data["cpu_limit_m"].idxmin()]
+    last = data.iloc[-1]
+
+    def at(iteration: Any) -> pd.Series | None:
+        hit = data[data["iteration"] == iteration]
+        return hit.iloc[0] if not hit.empty else None
+
+    plateau_it = ref.get("cpu_limit_plateau_iteration")
+    rise_it = ref.get("cpu_limit_rise_iteration")
+    plateau = at(plateau_it) if plateau_it else None
+    rise = at(rise_it) if rise_it else None
+    rows = [
+        [
+            "mean CPU limit, iteration 1",
+            f"{ref.get('cpu_limit_start_m', '–')} m",
+            f"{first['cpu_limit_m']:.0f} m",
+        ],
+        [
+            f"mean CPU limit, iteration {plateau_it}",
+            f"~{ref.get('cpu_limit_plateau_m', '–')} m",
+            f"{plateau['cpu_limit_m']:.0f} m" if plateau is not None else "–",
+        ],
+        [
+            "lowest mean CPU limit (iteration)",
+            "–",
+            f"{lowest['cpu_limit_m']:.0f} m ({int(lowest['iteration'])})",
+        ],
+        [
+            f"mean CPU limit, iteration {rise_it} (paper: rise begins)",
+            "–",
+            f"{rise['cpu_limit_m']:.0f} m" if rise is not None else "–",
+        ],
+        [
+            f"mean CPU limit, last iteration ({int(last['iteration'])})",
+            "–",
+            f"{last['cpu_limit_m']:.0f} m",
+        ],
+        [
+            "relative residual, iteration 1",
+            _pct(ref.get("relative_residual_start"), 0),
+            _pct(first["relative_residual"]),
+        ],
+        [
+            "relative residual, last iteration",
+            _pct(ref.get("relative_residual_end"), 0),
+            _pct(last["relative_residual"]),
+        ],
+        [
+            "training time t_job, iteration 1 -> last",
+            "rises as limits fall",
+            f"{first['t_job']:.1f} s -> {last['t_job']:.1f} s",
+        ],
+        ["runs that met their period", "–", _pct(float(run.triggers["met_period"].mean()))],
+    ]
+    lines = ["## Resource optimisation (Fig. 5)", ""]
+    lines += _table(["quantity", "paper", "this run"], rows)
+    runs = figure_data.executed(run.triggers)
+    lines += [
+        "",
+        f"{runs['stream'].nunique()} jobs, {len(runs)} executed runs, "
+        f"{int((run.triggers['outcome'] == 'dropped').sum())} dropped triggers.",
+        "",
+        "## The paper's claims, checked on this run",
+        "",
+        f"* the mean CPU limit falls from its start: "
+        f"{'yes' if lowest['cpu_limit_m'] < first['cpu_limit_m'] else 'NO'}",
+        f"* training time rises as limits fall: "
+        f"{'yes' if lowest['t_job'] > first['t_job'] else 'NO'}",
+    ]
+    return lines
+
+
+def write_report(run_dir: Path | str) -> list[Path]:
+    """Draw the figures and write report.md; return the figure files."""
+    run = load_run(run_dir)
+    written = draw_all(run)
+    lines = _header(run)
+    if run.kind == "resource-optimization":
+        lines += _resource_section(run)
+    else:
+        lines += _scheduling_section(run)
+    lines += ["", "## Figures", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in written if p.suffix == ".png"]
+    atomic_write_text(run.path / "report.md", "\n".join(lines) + "\n")
+    return written

@@ -1,0 +1,150 @@
+"""Run an experiment's sweep on a testbed into a run directory, resumably."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from testbed.experiment.plan import plan_cells
+from testbed.results.manifest import file_sha256, git_state, host_facts, package_versions
+from testbed.results.schema import cell_summary, triggers_frame
+from testbed.results.store import Clock, RunStore, utc_now
+from testbed.spec.experiment import ResolvedExperiment
+from testbed.testbeds import Testbed, make_testbed
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    path: Path
+    cells: int
+    resumed_cells: int
+    triggers: int
+    drop_rate: dict[str, float]
+    wall_s: float
+
+    def line(self, experiment: str, testbed: str) -> str:
+        rates = ", ".join(f"{name} drops {rate:.1%}" for name, rate in self.drop_rate.items())
+        resumed = f" ({self.resumed_cells} resumed)" if self.resumed_cells else ""
+        return (
+            f"{experiment} on {testbed}: {self.cells} cells{resumed}, {self.triggers:,} "
+            f"triggers, {rates} -> {self.path} ({self.wall_s:.1f} s)"
+        )
+
+
+def identity_of(experiment: ResolvedExperiment, testbed: str) -> dict[str, Any]:
+    """What determines a run's results: a rerun with the same identity may resume it."""
+    return {
+        "spec": experiment.spec.model_dump(mode="json", exclude={"profiles"}),
+        "layout": experiment.layout.model_dump(mode="json"),
+        "calibration": experiment.calibration.model_dump(mode="json"),
+        "testbed": testbed,
+        "profile": experiment.profile,
+    }
+
+
+def build_manifest(experiment: ResolvedExperiment, bed: Testbed) -> dict[str, Any]:
+    spec = experiment.spec
+    return {
+        "experiment": spec.name,
+        "kind": spec.kind,
+        "testbed": bed.name,
+        "profile": experiment.profile,
+        "seed": spec.seed,
+        "spec": spec.model_dump(mode="json", exclude={"profiles"}),
+        "layout": experiment.layout.model_dump(mode="json"),
+        "calibration": experiment.calibration.model_dump(mode="json"),
+        "files": {
+            str(p): file_sha256(p)
+            for p in (experiment.spec_path, experiment.layout_path, experiment.calibration_path)
+        },
+        "capabilities": bed.capabilities(),
+        "git": git_state(REPO_ROOT),
+        "packages": package_versions(),
+        "host": host_facts(),
+        "command": sys.argv,
+    }
+
+
+def run_experiment(
+    experiment: ResolvedExperiment,
+    testbed: str,
+    results_root: Path,
+    fresh: bool = False,
+    console: Console | None = None,
+    clock: Clock = utc_now,
+) -> RunSummary:
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    bed = make_testbed(testbed, experiment)
+    spec = experiment.spec
+    store, resumed = RunStore.open(
+        results_root,
+        spec.name,
+        bed.name,
+        identity_of(experiment, bed.name),
+        build_manifest(experiment, bed),
+        clock=clock,
+        fresh=fresh,
+    )
+    cells = plan_cells(spec)
+    done = store.done_cells()
+    if resumed:
+        console.print(f"resuming {store.path}: {len(done)} of {len(cells)} cells already done")
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[cell]}"),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(f"{spec.name} on {bed.name}", total=len(cells), cell="")
+        progress.update(task, completed=len([c for c in cells if c.id in done]))
+        for cell in cells:
+            if cell.id in done:
+                continue
+            progress.update(task, cell=cell.id)
+            t0 = time.perf_counter()
+            outcome = bed.run_cell(cell)
+            frame = triggers_frame(outcome.rows)
+            store.write_cell(cell.id, frame)
+            executed = int((frame["outcome"] == "executed").sum())
+            store.append_event(
+                "cell-finished",
+                cell=cell.id,
+                scheduler=cell.scheduler,
+                stream_count=cell.stream_count,
+                repetition=cell.repetition,
+                triggers=len(frame),
+                executed=executed,
+                dropped=len(frame) - executed,
+                sim_seconds=outcome.sim_seconds,
+                wall_seconds=round(time.perf_counter() - t0, 4),
+                world_events=outcome.events,
+            )
+            progress.advance(task)
+    triggers = store.read_cells()
+    if not triggers.empty:
+        triggers = triggers.sort_values(
+            ["scheduler", "stream_count", "repetition", "time_s", "stream"], kind="stable"
+        ).reset_index(drop=True)
+    summary = cell_summary(triggers)
+    store.write_table("triggers", triggers)
+    store.write_table("cells", summary)
+    wall = time.perf_counter() - started
+    store.append_event("run-finished", cells=len(cells), triggers=len(triggers))
+    store.update_manifest(status="complete", finished_at=clock().isoformat())
+    drop_rate: dict[str, float] = {}
+    for name in spec.schedulers:
+        rows = summary[summary["scheduler"] == name]
+        total = int(rows["triggers"].sum())
+        drop_rate[name] = float(rows["dropped"].sum()) / total if total else float("nan")
+    return RunSummary(store.path, len(cells), len(done), len(triggers), drop_rate, wall)

@@ -1,0 +1,44 @@
+"""The testbed seam: something that can run one cell of a sweep and describe itself."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from testbed.errors import UserError
+from testbed.experiment.outcome import CellOutcome
+from testbed.experiment.plan import Cell
+from testbed.spec.experiment import ResolvedExperiment
+
+
+class Testbed(Protocol):
+    name: str
+
+    def capabilities(self) -> dict[str, Any]:
+        """What this testbed really offers (mesh, link delay, CPU limits), for the manifest."""
+        ...
+
+    def run_cell(self, cell: Cell) -> CellOutcome: ...
+
+
+PLANNED = {
+    "local": "network namespaces on this machine (issue P3)",
+    "openstack": "an OpenStack cloud (issue P4)",
+}
+
+
+def testbed_names() -> list[str]:
+    return ["twin", *PLANNED]
+
+
+def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
+    if name == "twin":
+        from testbed.testbeds.twin import TwinTestbed
+
+        return TwinTestbed(experiment)
+    if name in PLANNED:
+        raise UserError(
+            f"--testbed {name}",
+            f"the {name} testbed ({PLANNED[name]}) is not built yet",
+            "use --testbed twin",
+        )
+    raise UserError(f"--testbed {name}", "unknown testbed", f"use one of {testbed_names()}")

@@ -77,6 +77,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
+    if args.testbed == "twin":
+        console.print(
+            "testbed: twin (discrete-event model). The local namespace testbed and the "
+            "OpenStack testbed are not built yet; see the README."
+        )
     lines, reports = [], []
     for name in MAIN_SPECS:
         experiment = _load(Path(args.experiments) / name, args.profile, None)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from testbed.spec.calibration import Calibration
 from testbed.spec.layout import LayoutSpec
@@ -57,12 +57,13 @@ class StreamsSpec(_Strict):
     period_s: tuple[PositiveFloat, PositiveFloat] = (180.0, 300.0)
     samples_per_training: Annotated[int, Field(ge=1)] = 1000
 
-    @model_validator(mode="after")
-    def _period_order(self) -> StreamsSpec:
-        lo, hi = self.period_s
+    @field_validator("period_s")
+    @classmethod
+    def _period_order(cls, value: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = value
         if lo > hi:
             raise ValueError(f"period_s is [low, high]; got low {lo} above high {hi}")
-        return self
+        return value
 
 
 class PredictionSpec(_Strict):

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from testbed.los.job import JobKey, RunRecord, TrainingJob
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.views import NodeView
+from testbed.spec.experiment import LosParams
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+
+def view(
+    node: str,
+    free: float = 1000.0,
+    capacity: float = 1000.0,
+    latency: float = 5.0,
+    memory_free: float = 1000.0,
+    layer: str = "edge",
+) -> NodeView:
+    return NodeView(
+        node=node,
+        layer=layer,
+        cpu_capacity_m=capacity,
+        cpu_free_m=free,
+        memory_capacity_mb=1024.0,
+        memory_free_mb=memory_free,
+        latency_ms=latency,
+        bandwidth_mbit=100.0,
+    )
+
+
+def job(source: str = "a", period: float = 240.0, memory: float = 200.0) -> TrainingJob:
+    return TrainingJob(
+        key=JobKey("train", "s01", "lstm"),
+        source=source,
+        period_s=period,
+        memory_prior_mb=memory,
+        payload_prior_bytes=100_000.0,
+    )
+
+
+def warm_model(work_cpu_s: float = 18.0, runs: int = 6, node: str = "x") -> RuntimeModel:
+    """A model with history from a CPU-bound job: t_job = work / (limit / 1000)."""
+    model = RuntimeModel()
+    for i in range(runs):
+        limit = 400.0 * 0.9**i
+        model.record(
+            RunRecord(
+                node=node,
+                limit_m=limit,
+                t_job=work_cpu_s * 1000 / limit,
+                t_send=0.0,
+                t_start=4.0,
+                t_stop=1.0,
+                memory_mb=180.0,
+                payload_bytes=100_000.0,
+                period_s=240.0,
+            )
+        )
+    return model
+
+
+@pytest.fixture
+def params() -> LosParams:
+    return LosParams()
+
+
+@pytest.fixture
+def rng() -> random.Random:
+    return random.Random(7)

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
 from testbed.experiment.runner import run_experiment
@@ -28,6 +29,7 @@ def run_bench(experiments: Path, keep: Path | None = None) -> int:
         total_wall = 0.0
         total_sim = 0.0
         rows = []
+        drop_lines: list[str] = []
         for name in SPECS:
             experiment = load_experiment(experiments / name, known_schedulers=scheduler_names())
             t0 = time.perf_counter()
@@ -38,6 +40,8 @@ def run_bench(experiments: Path, keep: Path | None = None) -> int:
             total_wall += wall
             total_sim += sim
             rows.append((experiment.spec.name, summary.cells, summary.triggers, sim / 3600, wall))
+            if experiment.spec.kind == "scheduling":
+                drop_lines += _drop_rates(summary.path)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("full paper protocol on the twin (no profile)")
     print(
@@ -57,4 +61,16 @@ def run_bench(experiments: Path, keep: Path | None = None) -> int:
         f"= {total_sim / 3600 / total_wall:.1f} simulated hours per wall second; "
         f"peak memory {peak_mib:.0f} MiB (target: under 60 s)"
     )
+    print("drop rate by stream count (mean over repetitions):")
+    for line in drop_lines:
+        print(line)
     return 0
+
+
+def _drop_rates(run_dir: Path) -> list[str]:
+    cells = pd.read_parquet(run_dir / "tables" / "cells.parquet")
+    table = cells.groupby(["scheduler", "stream_count"])["drop_rate"].mean().unstack()
+    return [
+        f"  {name:10} " + "  ".join(f"{count}: {rate:6.1%}" for count, rate in row.items())
+        for name, row in table.iterrows()
+    ]

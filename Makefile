@@ -5,6 +5,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+# torch is the CPU build (torch==2.13.0+cpu); machines of this project keep its wheel in
+# /opt/wheels. Elsewhere: make PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+WHEELS := $(wildcard /opt/wheels)
+PIP_EXTRA ?= $(if $(WHEELS),--find-links $(WHEELS),)
 PROFILE ?= quick
 TESTBED ?= twin
 
@@ -16,7 +20,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "los-testbed needs Python 3.11, found " + sys.version.split()[0]'
 	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet $(PIP_EXTRA) -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -37,7 +41,8 @@ bench: $(STAMP)
 lock:
 	$(PYTHON) -m pip install --quiet uv
 	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 \
-		--python-platform x86_64-unknown-linux-gnu -o requirements.lock
+		--python-platform x86_64-unknown-linux-gnu $(PIP_EXTRA) --no-emit-find-links \
+		-o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .tox

@@ -1,0 +1,1 @@
+"""Jobs of the workload: CPU-limited processes, training, prediction, the model repository."""

@@ -1,0 +1,167 @@
+"""Run one training job under a real CPU limit and measure it.
+
+Two ways to start the job process:
+* `fresh`: a new Python process per job, moved into the job's cgroup before it runs a
+  single instruction (so importing torch, about 5 CPU-seconds, happens under the limit);
+* `warm`: a worker that imported torch once forks a child per job; the child enters the
+  job's cgroup and trains at once.
+
+Each job gets its own cgroup below a parent group (the node's group on a testbed), with
+the chosen limit; its CPU time is read from the cgroup (cpuacct / cpu.stat).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from testbed.jobs.cgroups import CpuGroup, enter_preexec
+from testbed.jobs.training_job import TrainingRequest
+
+Mode = Literal["fresh", "warm"]
+_job_numbers = itertools.count(1)
+
+
+@dataclass(frozen=True)
+class JobMeasurement:
+    mode: Mode
+    limit_m: float | None
+    t_start: float
+    """spawn (or fork order) until training began: process start, imports, loading"""
+    t_job: float
+    """the training itself"""
+    t_stop: float
+    """training end until the process was gone: storing the version, exiting"""
+    t_total: float
+    cpu_seconds: float
+    """CPU time of the job's cgroup (or of the process when no cgroup was used)"""
+    report: dict[str, Any]
+
+    @property
+    def cpu_share_m(self) -> float:
+        return 1000.0 * self.cpu_seconds / self.t_total if self.t_total > 0 else 0.0
+
+
+def _job_group(parent: CpuGroup | None, limit_m: float | None) -> CpuGroup | None:
+    if parent is None:
+        return None
+    group = parent.child(f"job-{os.getpid()}-{next(_job_numbers)}").create()
+    group.set_limit_m(limit_m)
+    return group
+
+
+def _measure(
+    mode: Mode,
+    limit_m: float | None,
+    spawned: float,
+    ended: float,
+    group: CpuGroup | None,
+    cpu_before: float,
+    request: TrainingRequest,
+) -> JobMeasurement:
+    report = json.loads(Path(request.report_path).read_text(encoding="utf-8"))
+    cpu = group.usage_s() - cpu_before if group is not None else report["process_cpu_seconds"]
+    return JobMeasurement(
+        mode=mode,
+        limit_m=limit_m,
+        t_start=report["train_started"] - spawned,
+        t_job=report["train_ended"] - report["train_started"],
+        t_stop=ended - report["train_ended"],
+        t_total=ended - spawned,
+        cpu_seconds=cpu,
+        report=report,
+    )
+
+
+def run_fresh(
+    request: TrainingRequest,
+    limit_m: float | None,
+    parent: CpuGroup | None,
+    timeout_s: float = 3600.0,
+) -> JobMeasurement:
+    group = _job_group(parent, limit_m)
+    request_path = request.write(Path(request.report_path).with_suffix(".request.json"))
+    try:
+        before = group.usage_s() if group is not None else 0.0
+        spawned = time.time()
+        process = subprocess.run(
+            [sys.executable, "-m", "testbed.jobs.training_job", "--request", str(request_path)],
+            preexec_fn=enter_preexec(group) if group is not None else None,  # type: ignore[arg-type]
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+        ended = time.time()
+        if process.returncode != 0:
+            raise RuntimeError(
+                f"training job failed ({process.returncode}): {process.stderr[-800:]}"
+            )
+        return _measure("fresh", limit_m, spawned, ended, group, before, request)
+    finally:
+        if group is not None:
+            group.remove()
+
+
+class WarmWorker:
+    """A long-lived process with torch imported; forks one child per job."""
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "testbed.jobs.warm_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        ready = self._read()
+        if not ready.get("ready"):
+            raise RuntimeError(f"warm worker did not start: {ready}")
+
+    def _read(self) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"warm worker exited with {self.process.wait()}")
+        return dict(json.loads(line))
+
+    def run(
+        self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
+    ) -> JobMeasurement:
+        group = _job_group(parent, limit_m)
+        request_path = request.write(Path(request.report_path).with_suffix(".request.json"))
+        try:
+            before = group.usage_s() if group is not None else 0.0
+            order = {
+                "request": str(request_path),
+                "cgroup_dirs": [str(d) for d in group.dirs] if group is not None else [],
+            }
+            spawned = time.time()
+            assert self.process.stdin is not None
+            self.process.stdin.write(json.dumps(order) + "\n")
+            self.process.stdin.flush()
+            answer = self._read()
+            ended = time.time()
+            if answer.get("exit") != 0:
+                raise RuntimeError(f"training job failed in the warm worker: {answer}")
+            return _measure("warm", limit_m, spawned, ended, group, before, request)
+        finally:
+            if group is not None:
+                group.remove()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> WarmWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The paper's workload: CityPulse streams and IFTM anomaly detectors."""

@@ -73,3 +73,30 @@ def params() -> LosParams:
 @pytest.fixture
 def rng() -> random.Random:
     return random.Random(7)
+
+
+CITYPULSE = Path(
+    __import__("os").environ.get("LOS_CITYPULSE_DIR", REPO.parent / "shared" / "data" / "citypulse")
+)
+
+
+@pytest.fixture
+def citypulse() -> Path:
+    if not CITYPULSE.is_dir():
+        pytest.skip(f"CityPulse sample not found at {CITYPULSE} (set LOS_CITYPULSE_DIR)")
+    return CITYPULSE
+
+
+@pytest.fixture
+def cpu_parent():  # type: ignore[no-untyped-def]
+    """A parent cgroup for the test's jobs, removed afterwards."""
+    from testbed.jobs.cgroups import CgroupUnavailable, CpuGroup, detect
+
+    try:
+        hierarchy = detect()
+    except CgroupUnavailable as exc:
+        pytest.skip(str(exc))
+    group = CpuGroup(hierarchy, f"los-testbed-test-{__import__('os').getpid()}").create()
+    group.set_limit_m(1000)
+    yield group
+    group.remove()

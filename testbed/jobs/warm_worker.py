@@ -17,14 +17,23 @@ import sys
 import time
 from pathlib import Path
 
-import numpy  # noqa: F401  (imported once, shared by every child)
+import numpy  # imported once, shared by every child
 import torch  # noqa: F401
 
-import testbed.workload.detectors  # noqa: F401
 from testbed.jobs.training_job import TrainingRequest, run_training
+from testbed.workload.detectors import FEATURE_COUNT, TrainingConfig, train
+
+
+def warm_up() -> None:
+    """Pay once for what the first training in a process pulls in (the optimizer's
+    first step loads torch._dynamo: seconds of CPU)."""
+    rng = numpy.random.default_rng(0)
+    for kind, features in FEATURE_COUNT.items():
+        train(kind, rng.normal(size=(16, features)).astype("float32"), TrainingConfig(epochs=1))
 
 
 def serve() -> int:
+    warm_up()
     print(json.dumps({"ready": True, "pid": os.getpid()}), flush=True)
     for line in sys.stdin:
         if not line.strip():

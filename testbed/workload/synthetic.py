@@ -48,7 +48,7 @@ def generate(spec: SyntheticSpec, rng: np.random.Generator) -> pd.DataFrame:
     n = spec.samples
     times = pd.date_range(spec.start, periods=n, freq=timedelta(seconds=spec.step_s))
     hours = (times.hour + times.minute / 60.0).to_numpy()
-    load = _seasonal(hours, times.weekday.to_numpy())
+    load = _seasonal(hours, times.day_of_week.to_numpy())
     days = np.arange(n) * spec.step_s / 86400.0
     drift = 1.0 + spec.trend_per_day * days
     for at in np.sort(rng.integers(n // 10, n, size=spec.level_shifts)):

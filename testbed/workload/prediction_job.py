@@ -1,0 +1,158 @@
+"""The prediction job: detect anomalies on a stream, cache it, trigger training, hot-swap.
+
+For every sample: score it with the current model version (none yet: only cache), flag
+it against the threshold model, keep the last N samples. Every N samples it hands the
+cache to its agent (`on_training`: a callback, or `HttpTrainingHook` to POST it). It
+polls the model repository and switches to a newer version as soon as it sees one;
+the old version keeps serving until then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import urllib.request
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from testbed.jobs.model_repo import Repository
+from testbed.workload.detectors import FEATURE_COUNT, Detector
+from testbed.workload.framing import read_frame
+
+
+@dataclass(frozen=True)
+class TrainingTrigger:
+    stream: str
+    kind: str
+    samples: np.ndarray
+    model_version: int | None
+    sample_count: int
+    at: float
+
+
+@dataclass
+class PredictionStats:
+    samples: int = 0
+    scored: int = 0
+    anomalies: int = 0
+    triggers: int = 0
+    last_seq: int = -1
+    out_of_order: int = 0
+    switches: list[tuple[int, float]] = field(default_factory=list)
+
+
+class PredictionJob:
+    def __init__(
+        self,
+        stream: str,
+        kind: str,
+        repository: Repository,
+        on_training: Callable[[TrainingTrigger], None],
+        samples_per_training: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if kind not in FEATURE_COUNT:
+            raise ValueError(f"unknown detector kind '{kind}'")
+        self.stream = stream
+        self.kind = kind
+        self.repository = repository
+        self.on_training = on_training
+        self.samples_per_training = samples_per_training
+        self.clock = clock
+        self.cache: deque[np.ndarray] = deque(maxlen=samples_per_training)
+        self.detector: Detector | None = None
+        self.version: int | None = None
+        self.stats = PredictionStats()
+        self.flags: list[bool | None] = []
+
+    # --- the stream ---------------------------------------------------------------
+    def on_sample(self, seq: int, values: list[float]) -> bool | None:
+        """Handle one sample; returns its anomaly flag (None while there is no model)."""
+        sample = np.asarray(values, dtype=np.float32)
+        if sample.shape != (FEATURE_COUNT[self.kind],):
+            raise ValueError(f"{self.stream}: sample {seq} has {sample.shape} values")
+        if seq <= self.stats.last_seq:
+            self.stats.out_of_order += 1
+        self.stats.last_seq = max(self.stats.last_seq, seq)
+        self.stats.samples += 1
+        flag: bool | None = None
+        if self.detector is not None:
+            error = self.detector.score(sample)
+            if error is not None:
+                self.stats.scored += 1
+                flag = self.detector.threshold.is_anomaly(error)
+                if flag:
+                    self.stats.anomalies += 1
+                else:
+                    self.detector.threshold.update(error)
+        self.flags.append(flag)
+        self.cache.append(sample)
+        if self.stats.samples % self.samples_per_training == 0:
+            self.stats.triggers += 1
+            self.on_training(
+                TrainingTrigger(
+                    self.stream,
+                    self.kind,
+                    np.stack(self.cache),
+                    self.version,
+                    self.stats.samples,
+                    self.clock(),
+                )
+            )
+        return flag
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (message := await read_frame(reader)) is not None:
+                self.on_sample(int(message["seq"]), list(message["values"]))
+        finally:
+            writer.close()
+
+    async def serve(self, host: str, port: int = 0) -> asyncio.Server:
+        return await asyncio.start_server(self.handle, host, port)
+
+    # --- the model ----------------------------------------------------------------
+    def poll_once(self) -> bool:
+        """Switch to the newest version if there is a newer one; True if it switched."""
+        latest = self.repository.latest(self.stream)
+        if latest is None or (self.version is not None and latest <= self.version):
+            return False
+        data, _ = self.repository.read(self.stream, latest)
+        self.detector = Detector.from_bytes(data)
+        self.version = latest
+        self.stats.switches.append((latest, self.clock()))
+        return True
+
+    async def poll_forever(self, interval_s: float) -> None:
+        while True:
+            await asyncio.to_thread(self.poll_once)
+            await asyncio.sleep(interval_s)
+
+
+class HttpTrainingHook:
+    """POST the cached samples (.npy) to the agent that schedules the training."""
+
+    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+
+    def __call__(self, trigger: TrainingTrigger) -> None:
+        buffer = io.BytesIO()
+        np.save(buffer, trigger.samples)
+        meta = {
+            "stream": trigger.stream,
+            "kind": trigger.kind,
+            "model_version": trigger.model_version,
+            "sample_count": trigger.sample_count,
+        }
+        request = urllib.request.Request(
+            self.url, data=buffer.getvalue(), method="POST",
+            headers={"Content-Type": "application/x-npy", "X-Trigger": json.dumps(meta)},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=self.timeout_s):
+            pass

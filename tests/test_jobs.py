@@ -1,0 +1,152 @@
+"""Real CPU limits in real cgroups, the training job in both start modes, the repository."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed.jobs.cgroups import CpuGroup, cpu_max_line, enter_preexec, quota_us
+from testbed.jobs.model_repo import ModelRepository, RemoteRepository, RepositoryServer
+from testbed.jobs.runner import WarmWorker, run_fresh
+from testbed.jobs.training_job import TrainingRequest
+from testbed.workload.citypulse import features, load_sensor_file
+
+TOLERANCE = 1.03
+PERIOD_S = 0.1  # CFS enforces the quota per 100 ms period: allow two periods at the edges
+
+
+def within_limit(cpu_s: float, limit_m: float, wall_s: float) -> bool:
+    return cpu_s <= limit_m / 1000 * (wall_s + 2 * PERIOD_S) * TOLERANCE
+
+
+def test_quota_arithmetic() -> None:
+    assert quota_us(200) == 20_000
+    assert quota_us(1000) == 100_000 and quota_us(2500) == 250_000
+    assert quota_us(5) == 1_000  # the kernel's minimum
+    assert cpu_max_line(130) == "13000 100000" and cpu_max_line(None) == "max 100000"
+    with pytest.raises(ValueError):
+        quota_us(0)
+
+
+def test_a_busy_loop_gets_no_more_than_its_limit(cpu_parent: CpuGroup) -> None:
+    group = cpu_parent.child("busy").create()
+    group.set_limit_m(200)
+    assert group.limit_m() == pytest.approx(200)
+    before, start = group.usage_s(), time.monotonic()
+    code = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    subprocess.run([sys.executable, "-c", code], preexec_fn=enter_preexec(group), check=True)
+    wall = time.monotonic() - start
+    used = group.usage_s() - before
+    assert within_limit(used, 200, wall), (used, wall)
+    assert used >= 0.2 * wall * 0.7  # and it really ran
+    assert group.throttled().get("nr_throttled", 1) > 0
+    group.remove()
+    assert not group.cpu_dir.exists()
+
+
+def _samples(citypulse: Path, kind: str, tmp_path: Path, n: int = 400) -> Path:
+    if kind == "lstm":
+        path = citypulse / "traffic_aug_sep_2014" / "trafficData158355.csv.gz"
+        data = "traffic"
+    else:
+        path = citypulse / "pollution_aug_oct_2014" / "pollutionData158355.csv.gz"
+        data = "pollution"
+    frame, _ = load_sensor_file(path)
+    out = tmp_path / f"{kind}.npy"
+    np.save(out, features(frame, data)[:n])  # type: ignore[arg-type]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["lstm", "autoencoder"])
+def test_training_on_real_data_under_200m_in_a_real_cgroup(
+    citypulse: Path, cpu_parent: CpuGroup, tmp_path: Path, kind: str
+) -> None:
+    repo = ModelRepository(tmp_path / "repo")
+    samples = _samples(citypulse, kind, tmp_path)
+    epochs = 25 if kind == "lstm" else 100  # seconds at 200 m: long next to a CFS period
+    with WarmWorker() as worker:
+        for round_ in (1, 2):
+            request = TrainingRequest(
+                f"s-{kind}",
+                kind,
+                str(samples),
+                str(repo.root),
+                str(tmp_path / f"report{round_}.json"),
+                {"epochs": epochs},
+            )
+            m = worker.run(request, 200, cpu_parent)
+            assert within_limit(m.cpu_seconds, 200, m.t_total), m
+            assert m.cpu_seconds > 0.05
+            assert m.report["version"] == round_
+            assert m.report["previous_version"] == (None if round_ == 1 else 1)
+            assert m.t_start >= 0 and m.t_job > 0 and m.t_stop >= 0
+    assert repo.versions(f"s-{kind}") == [1, 2]
+    assert not list((repo.root / f"s-{kind}").glob(".staging-*"))
+
+
+def test_a_fresh_process_job_runs_under_its_limit(
+    citypulse: Path, cpu_parent: CpuGroup, tmp_path: Path
+) -> None:
+    samples = _samples(citypulse, "autoencoder", tmp_path, n=200)
+    request = TrainingRequest(
+        "s-fresh",
+        "autoencoder",
+        str(samples),
+        str(tmp_path / "repo"),
+        str(tmp_path / "report.json"),
+        {"epochs": 2},
+    )
+    m = run_fresh(request, 1000, cpu_parent)
+    assert m.mode == "fresh" and m.report["version"] == 1
+    assert within_limit(m.cpu_seconds, 1000, m.t_total), m
+    # the import of torch happened inside the job's cgroup, before training
+    assert m.cpu_seconds > m.report["train_cpu_seconds"]
+
+
+def test_versions_are_monotonic_and_atomic_under_concurrent_writers(tmp_path: Path) -> None:
+    repo = ModelRepository(tmp_path)
+    seen_partial = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            for v in repo.versions("m"):
+                directory = tmp_path / "m" / f"v{v:06d}"
+                if not ((directory / "model.bin").exists() and (directory / "meta.json").exists()):
+                    seen_partial.append(v)
+
+    def writer(i: int) -> None:
+        for j in range(10):
+            repo.publish("m", bytes([i, j]) * 1000, {"writer": i})
+
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    writers = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert repo.versions("m") == list(range(1, 41))
+    assert not seen_partial
+    data, meta = repo.read("m", 40)
+    assert meta["version"] == 40 and meta["bytes"] == len(data) == 2000
+
+
+def test_the_repository_over_http(tmp_path: Path) -> None:
+    with RepositoryServer(ModelRepository(tmp_path)) as server:
+        remote = RemoteRepository(server.url)
+        assert remote.latest("s01") is None
+        assert remote.publish("s01", b"weights", {"epochs": 3}) == 1
+        assert remote.publish("s01", b"weights-2", {"epochs": 3}) == 2
+        data, meta = remote.read("s01", 2)
+        assert data == b"weights-2" and meta["epochs"] == 3 and remote.versions("s01") == [1, 2]
+        with pytest.raises(ValueError):
+            remote.latest("../etc")

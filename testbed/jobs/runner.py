@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +109,14 @@ def run_fresh(
 
 
 class WarmWorker:
-    """A long-lived process with torch imported; forks one child per job."""
+    """A long-lived process with torch imported; forks one child per job.
+
+    One job at a time per worker (calls from several threads wait their turn); run
+    several workers for concurrent jobs.
+    """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "testbed.jobs.warm_worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -127,6 +133,12 @@ class WarmWorker:
         return dict(json.loads(line))
 
     def run(
+        self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
+    ) -> JobMeasurement:
+        with self._lock:
+            return self._run(request, limit_m, parent)
+
+    def _run(
         self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
     ) -> JobMeasurement:
         group = _job_group(parent, limit_m)

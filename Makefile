@@ -12,7 +12,7 @@ PIP_EXTRA ?= $(if $(WHEELS),--find-links $(WHEELS),)
 PROFILE ?= quick
 TESTBED ?= twin
 
-.PHONY: install experiment test lint bench lock clean
+.PHONY: install experiment test lint bench calibrate lock clean
 
 install: $(STAMP)
 
@@ -36,6 +36,12 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/testbed bench
+	$(BIN)/testbed bench-workload
+
+# Measure training time against CPU limits here (root, cgroups; a few minutes) with a warm
+# worker per node, as the agents run jobs, and write the calibration the specs use.
+calibrate: $(STAMP)
+	$(BIN)/testbed calibrate --mode warm --out experiments/calibration/calibrated.yaml
 
 # Regenerate the lock file after changing dependencies in pyproject.toml.
 lock:

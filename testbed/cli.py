@@ -18,19 +18,25 @@ def _console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
-def _load(spec: Path, profile: str | None, seed: int | None):  # type: ignore[no-untyped-def]
+def _load(  # type: ignore[no-untyped-def]
+    spec: Path, profile: str | None, seed: int | None, calibration: str | None = None
+):
     from testbed.los.schedulers import scheduler_names
     from testbed.spec.loader import load_experiment
 
-    overrides = {"seed": seed} if seed is not None else None
-    return load_experiment(spec, profile, overrides, known_schedulers=scheduler_names())
+    overrides: dict[str, object] = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if calibration is not None:
+        overrides["calibration"] = str(Path(calibration).resolve())
+    return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
-    experiment = _load(Path(args.spec), args.profile, args.seed)
+    experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration)
     summary = run_experiment(
         experiment, args.testbed, Path(args.results), fresh=args.fresh, console=console
     )
@@ -105,6 +111,92 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(Path(args.experiments), Path(args.results) if args.results else None)
 
 
+def cmd_bench_workload(args: argparse.Namespace) -> int:
+    from testbed.workload.bench import run_workload_bench
+
+    data = Path(args.data)
+    return run_workload_bench(data if data.is_dir() else None)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from testbed.workload.citypulse import FEATURES, load_sensor_file
+    from testbed.workload.replayer import replay, samples_of, schedule
+
+    host, _, port = args.to.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError("--to", f"not HOST:PORT: {args.to!r}", "e.g. --to 10.0.0.5:7001")
+    frame, report = load_sensor_file(Path(args.file))
+    samples = samples_of(frame.head(args.limit) if args.limit else frame, FEATURES[report.kind])
+    if (args.interval is None) == (args.speedup is None):
+        raise UserError("replay", "give one of --interval or --speedup", "e.g. --interval 0.25")
+    offsets = schedule(samples, interval_s=args.interval, speedup=args.speedup)
+    stream = args.stream or Path(args.file).name.split(".")[0]
+    stats = asyncio.run(replay(stream, samples, offsets, host, int(port)))
+    print(f"{stream}: {stats.sent} samples at {stats.rate_hz:.2f} Hz to {args.to} "
+          f"(max lag {stats.max_lag_s * 1000:.1f} ms)")  # fmt: skip
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from testbed.jobs.model_repo import open_repository
+    from testbed.workload.prediction_job import HttpTrainingHook, PredictionJob
+
+    host, _, port = args.listen.rpartition(":")
+    hook = HttpTrainingHook(args.hook) if args.hook else (lambda trigger: None)
+    job = PredictionJob(args.stream, args.kind, open_repository(args.repo), hook,
+                        samples_per_training=args.samples)  # fmt: skip
+
+    async def serve() -> None:
+        server = await job.serve(host or "127.0.0.1", int(port or 0))
+        poller = asyncio.create_task(job.poll_forever(args.poll))
+        async with server:
+            await server.serve_forever()
+        poller.cancel()
+
+    asyncio.run(serve())
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from testbed.jobs.calibrate import calibrate, table, write_calibration
+    from testbed.jobs.cgroups import CgroupUnavailable
+    from testbed.workload.detectors import TrainingConfig
+
+    console = _console()
+    try:
+        limits = [float(x) for x in args.limits.split(",")]
+    except ValueError:
+        raise UserError(
+            "--limits",
+            f"not a list of numbers: {args.limits!r}",
+            "write millicores separated by commas, e.g. 100,200,400",
+        ) from None
+    kinds = args.models.split(",")
+    for kind in kinds:
+        if kind not in ("lstm", "autoencoder"):
+            raise UserError("--models", f"unknown model '{kind}'", "use lstm and/or autoencoder")
+    data = Path(args.data) if args.data else None
+    try:
+        result = calibrate(
+            kinds, limits, TrainingConfig(epochs=args.epochs), args.samples, args.repeats,
+            args.mode, data, progress=console.print,
+        )  # fmt: skip
+    except CgroupUnavailable as exc:
+        raise UserError(
+            "testbed calibrate", str(exc), "run as root on Linux with cgroups"
+        ) from None
+    if args.out:
+        write_calibration(result, Path(args.out))
+        console.print(f"calibration written to {args.out}")
+    for line in table(result):
+        print(line)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--testbed", default="twin", help="twin (default); local, openstack later")
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
     run.add_argument("--seed", type=int, help="override the spec's seed")
+    run.add_argument("--calibration", help="use this calibration file instead of the spec's")
     run.add_argument("--results", default="results", help="where run directories go")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
     run.add_argument("--no-report", action="store_true", help="skip figures and report")
@@ -139,6 +232,49 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     bench.add_argument("--results", help="keep the run directories here (default: a temp dir)")
     bench.set_defaults(func=cmd_bench)
+
+    workload = sub.add_parser(
+        "bench-workload", help="training time vs CPU limit (fresh/warm), detection quality"
+    )
+    workload.add_argument("--data", default=str(Path("..") / "shared" / "data" / "citypulse"))
+    workload.set_defaults(func=cmd_bench_workload)
+
+    replay = sub.add_parser("replay", help="replay one sensor file as a live stream over TCP")
+    replay.add_argument("file")
+    replay.add_argument("--to", required=True, help="HOST:PORT of the prediction job")
+    replay.add_argument("--interval", type=float, help="seconds between samples")
+    replay.add_argument("--speedup", type=float, help="timestamp-faithful, this many times faster")
+    replay.add_argument("--stream", help="stream id (default: the file name)")
+    replay.add_argument("--limit", type=int, help="only the first N samples")
+    replay.set_defaults(func=cmd_replay)
+
+    predict = sub.add_parser("predict", help="run a prediction job for one stream")
+    predict.add_argument("--stream", required=True)
+    predict.add_argument("--kind", required=True, choices=["lstm", "autoencoder"])
+    predict.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT for the stream")
+    predict.add_argument("--repo", required=True, help="model repository: a path or a URL")
+    predict.add_argument("--hook", help="URL to POST training triggers to")
+    predict.add_argument("--samples", type=int, default=1000, help="samples per training")
+    predict.add_argument("--poll", type=float, default=2.0, help="repository poll interval, s")
+    predict.set_defaults(func=cmd_predict)
+
+    calibrate = sub.add_parser(
+        "calibrate", help="measure training time against CPU limits, write a calibration"
+    )
+    calibrate.add_argument("--models", default="lstm,autoencoder")
+    calibrate.add_argument("--limits", default="100,150,200,300,400,600,1000",
+                           help="millicores, comma-separated")  # fmt: skip
+    calibrate.add_argument("--epochs", type=int, default=100)
+    calibrate.add_argument("--samples", type=int, default=1000)
+    calibrate.add_argument("--repeats", type=int, default=1)
+    calibrate.add_argument("--mode", choices=["fresh", "warm"], default="fresh")
+    calibrate.add_argument(
+        "--data",
+        default=str(Path("..") / "shared" / "data" / "citypulse"),
+        help="CityPulse files to train on (synthetic data if absent)",
+    )
+    calibrate.add_argument("--out", help="write the calibration file here")
+    calibrate.set_defaults(func=cmd_calibrate)
     return parser
 
 

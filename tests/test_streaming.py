@@ -131,3 +131,35 @@ def test_a_polling_prediction_job_switches_to_a_new_version(
             assert switches[version] - stored_at <= poll_interval + 0.25
     assert job.version == max(v for v, _ in published)
     assert job.stats.scored > 0  # the switched-in model scored the later samples
+
+
+def test_the_replay_command_streams_a_file(citypulse: Path) -> None:
+    from testbed.cli import main
+
+    received: list[int] = []
+    ready = threading.Event()
+    port: list[int] = []
+    loop = asyncio.new_event_loop()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from testbed.workload.framing import read_frame
+
+        while (message := await read_frame(reader)) is not None:
+            received.append(message["seq"])
+        writer.close()
+
+    async def serve() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port.append(server.sockets[0].getsockname()[1])
+        ready.set()
+        async with server:
+            await server.serve_forever()
+
+    thread = threading.Thread(target=lambda: loop.run_until_complete(serve()), daemon=True)
+    thread.start()
+    ready.wait(5)
+    path = citypulse / "pollution_aug_oct_2014" / "pollutionData158355.csv.gz"
+    code = main(["replay", str(path), "--to", f"127.0.0.1:{port[0]}", "--interval", "0.001",
+                 "--limit", "200"])  # fmt: skip
+    time.sleep(0.2)
+    assert code == 0 and received == list(range(200))

@@ -125,6 +125,12 @@ class WarmWorker:
         if not ready.get("ready"):
             raise RuntimeError(f"warm worker did not start: {ready}")
 
+    def memory_mb(self) -> float:
+        """Resident memory of the worker itself (torch imported, warmed up)."""
+        import psutil
+
+        return float(psutil.Process(self.process.pid).memory_info().rss / 2**20)
+
     def _read(self) -> dict[str, Any]:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()

@@ -43,6 +43,8 @@ class TrainingRequest:
 def run_training(request: TrainingRequest, entered_at: float) -> dict[str, Any]:
     """Do the job in this process; `entered_at` is when the process began (wall time)."""
     import numpy as np
+    import psutil
+    import torch._dynamo  # noqa: F401  (the first optimizer step would load it: start-up cost)
 
     from testbed.jobs.model_repo import open_repository
     from testbed.workload.detectors import Detector, TrainingConfig, train
@@ -72,6 +74,7 @@ def run_training(request: TrainingRequest, entered_at: float) -> dict[str, Any]:
     version = repo.publish(request.model_id, blob, meta)
     stored_at = time.time()
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    unique = psutil.Process().memory_full_info().uss
     report = {
         "model_id": request.model_id,
         "kind": request.kind,
@@ -88,6 +91,7 @@ def run_training(request: TrainingRequest, entered_at: float) -> dict[str, Any]:
         "train_cpu_seconds": stats.cpu_seconds,
         "process_cpu_seconds": usage.ru_utime + usage.ru_stime,
         "peak_rss_mb": usage.ru_maxrss / 1024.0,
+        "unique_mb": unique / 2**20,
         "final_loss": stats.final_loss,
     }
     atomic_write_text(Path(request.report_path), json.dumps(report, indent=2))

@@ -47,7 +47,7 @@ def _power(r: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
     return a * np.power(r + b, -c) + d
 
 
-def _nonneg_linear_fit(x: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
+def nonneg_linear_fit(x: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
     """Least squares of t = a*x + d with a, d >= 0. Returns (a, d, sse)."""
     design = np.column_stack([x, np.ones_like(x)])
     (a, d), *_ = np.linalg.lstsq(design, t, rcond=None)
@@ -84,14 +84,14 @@ def fit_runtime_curve(
     distinct = len(np.unique(np.round(r, 3)))
     if distinct == 1:
         return RuntimeCurve(float(np.mean(t * r)), 0.0, 1.0, 0.0, "scaled", max_effective_m)
-    a, d, sse = _nonneg_linear_fit(1.0 / r, t)
+    a, d, sse = nonneg_linear_fit(1.0 / r, t)
     inverse = RuntimeCurve(a, 0.0, 1.0, d, "inverse", max_effective_m)
     if len(r) < min_points_for_power or distinct < 3:
         return inverse
     best = (sse, a, 0.0, 1.0, d)
     for b in _B_GRID:
         for c in _C_GRID:
-            ga, gd, gsse = _nonneg_linear_fit(np.power(r + b, -c), t)
+            ga, gd, gsse = nonneg_linear_fit(np.power(r + b, -c), t)
             if gsse < best[0]:
                 best = (gsse, ga, float(b), float(c), gd)
     sse0, a0, b0, c0, d0 = best

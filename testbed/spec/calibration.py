@@ -5,7 +5,7 @@ The twin consumes this as ground truth; real testbeds measure it (`testbed calib
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,8 +39,14 @@ class ModelCost(_Strict):
     start_cpu_s: NonNegativeFloat = Field(
         default=0.0, description="CPU-seconds spent starting (e.g. importing torch) under the limit"
     )
-    stop_s: Gaussian = Field(description="stopping and removing it")
-    memory_mb: Gaussian
+    stop_s: Gaussian = Field(description="wall seconds to store the model and stop")
+    stop_cpu_s: NonNegativeFloat = Field(
+        default=0.0, description="CPU-seconds spent storing and exiting, under the limit"
+    )
+    memory_mb: Gaussian = Field(
+        description="memory a run adds on its node: peak RSS of a fresh process, or the "
+        "unique memory of a child forked from a warm worker"
+    )
     model_bytes: Annotated[int, Field(ge=0)]
     sample_bytes: Annotated[int, Field(ge=0)] = Field(description="bytes per cached sample")
 
@@ -49,3 +55,13 @@ class Calibration(_Strict):
     name: str
     source: str = Field(description="where these numbers come from")
     models: dict[str, ModelCost]
+    resident_mb: NonNegativeFloat = Field(
+        default=0.0,
+        description="memory held on every node by the job launcher (a warm worker), if any",
+    )
+    training: dict[str, Any] = Field(
+        default_factory=dict, description="the training settings that were measured"
+    )
+    measurements: list[dict[str, Any]] = Field(
+        default_factory=list, description="the measured points the costs were fitted to"
+    )

@@ -60,7 +60,10 @@ class TwinCell:
         self.cell = cell
         self.seeds = seeds
         self.env = simpy.Environment()
-        self.nodes = {name: TwinNode(self.env, node) for name, node in topology.nodes.items()}
+        resident = experiment.calibration.resident_mb
+        self.nodes = {
+            name: TwinNode(self.env, node, resident) for name, node in topology.nodes.items()
+        }
         self.scheduler = make_scheduler(cell.scheduler)
         self.rows: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
@@ -281,6 +284,8 @@ class TwinCell:
         if ok:
             yield self.env.timeout(stop_wall)
             ok = node.epoch == epoch
+        if ok and cost.stop_cpu_s > 0:
+            ok = yield node.work(cost.stop_cpu_s * 1000.0, cap)
         t_stop = self.env.now - t2
         if not ok:
             return self._lost(state, row, placement, DropReason.NODE_LEFT)

@@ -21,7 +21,7 @@ class Availability:
 
 
 class TwinNode:
-    def __init__(self, env: simpy.Environment, node: Node) -> None:
+    def __init__(self, env: simpy.Environment, node: Node, resident_mb: float = 0.0) -> None:
         self.env = env
         self.spec = node
         self.name = node.name
@@ -33,6 +33,7 @@ class TwinNode:
         self.memory_used_mb = 0.0
         self.prediction_m = 0.0
         self.prediction_mb = 0.0
+        self.resident_mb = resident_mb  # the job launcher (warm worker) of the node
         self._prediction_tasks: list[int] = []
         self.background_m = 0.0
         self._background_task: int | None = None
@@ -45,7 +46,7 @@ class TwinNode:
     # --- availability -------------------------------------------------------------
     def availability(self) -> Availability:
         cpu = self.spec.cpu_capacity_m - self.prediction_m - self.background_m - self.allocated_m
-        mem = self.spec.memory_mb - self.prediction_mb - self.memory_used_mb
+        mem = self.spec.memory_mb - self.resident_mb - self.prediction_mb - self.memory_used_mb
         return Availability(max(0.0, cpu), max(0.0, mem))
 
     def availability_at(self, t: float) -> Availability:

@@ -168,8 +168,8 @@ def load_metadata(path: Path | str) -> pd.DataFrame:
 
 def with_metadata(traffic: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame:
     """Traffic rows joined with their sensor's metadata on REPORT_ID."""
-    joined = traffic.join(metadata, on="REPORT_ID", how="left", rsuffix="_meta")
-    return joined
+    meta = metadata.rename(columns=lambda c: f"{c}_meta" if c in traffic.columns else c)
+    return traffic.join(meta, on="REPORT_ID", how="left")
 
 
 def features(frame: pd.DataFrame, kind: Kind) -> np.ndarray:

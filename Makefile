@@ -12,9 +12,22 @@ PIP_EXTRA ?= $(if $(WHEELS),--find-links $(WHEELS),)
 PROFILE ?= quick
 TESTBED ?= twin
 
-.PHONY: install experiment test lint bench calibrate lock clean
+.PHONY: install system-packages experiment test lint bench calibrate lock clean
+
+# Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
+# routing daemon (babeld), NFQUEUE rules (iptables), ping for link checks.
+SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping
+SYSTEM_COMMANDS := ip iptables babeld ping
 
 install: $(STAMP)
+
+system-packages:
+	@missing=0; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
+	  else echo "note: install $(SYSTEM_PACKAGES) for the local testbed (needs root)"; fi; \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "los-testbed needs Python 3.11, found " + sys.version.split()[0]'
@@ -31,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint system-packages
 	$(BIN)/pytest
 
 bench: $(STAMP)

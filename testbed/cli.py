@@ -134,8 +134,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     offsets = schedule(samples, interval_s=args.interval, speedup=args.speedup)
     stream = args.stream or Path(args.file).name.split(".")[0]
     stats = asyncio.run(replay(stream, samples, offsets, host, int(port)))
-    print(f"{stream}: {stats.sent} samples at {stats.rate_hz:.2f} Hz to {args.to} "
-          f"(max lag {stats.max_lag_s * 1000:.1f} ms)")  # fmt: skip
+    print(
+        f"{stream}: {stats.sent} samples at {stats.rate_hz:.2f} Hz to {args.to} "
+        f"(max lag {stats.max_lag_s * 1000:.1f} ms)"
+    )
     return 0
 
 
@@ -147,8 +149,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     host, _, port = args.listen.rpartition(":")
     hook = HttpTrainingHook(args.hook) if args.hook else (lambda trigger: None)
-    job = PredictionJob(args.stream, args.kind, open_repository(args.repo), hook,
-                        samples_per_training=args.samples)  # fmt: skip
+    job = PredictionJob(
+        args.stream, args.kind, open_repository(args.repo), hook, samples_per_training=args.samples
+    )
 
     async def serve() -> None:
         server = await job.serve(host or "127.0.0.1", int(port or 0))
@@ -159,6 +162,52 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from testbed.local.capabilities import probe
+    from testbed.local.mesh import BabelMesh
+    from testbed.local.provider import STATE_DIR, up
+    from testbed.network.topology import build_topology
+    from testbed.spec.loader import load_layout
+
+    if args.testbed != "local":
+        raise UserError(
+            f"--testbed {args.testbed}",
+            "only the local testbed has up/down yet",
+            "use --testbed local",
+        )
+    caps = probe()
+    if not caps.local_testbed_ready:
+        raise UserError(
+            "testbed up",
+            f"this machine cannot host the local testbed ({caps})",
+            "run as root on Linux with network namespaces and cgroups",
+        )
+    topology = build_topology(load_layout(Path(args.layout)))
+    routing = "none" if caps.mesh == "babel" and args.mesh else "static"
+    state, plan = up(topology, args.id, args.cpu_scale, routing)
+    line = f"{len(plan.namespaces)} nodes up in {state.up_seconds:.2f} s"
+    if routing == "none":
+        mesh = BabelMesh(plan, STATE_DIR / args.id)
+        mesh.start()
+        expected = {n: set(topology.neighbours(n)) for n in topology.nodes}
+        line += f", babel mesh converged in {mesh.wait_converged(expected):.1f} s"
+    print(
+        f"{args.id}: {line}; CPU scale {state.cpu_scale:.3f}; "
+        f"link delay here: {caps.link_delay}; `testbed down --id {args.id}` removes it"
+    )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from testbed.local.provider import down, leftovers
+
+    removed = down(args.id)
+    left = leftovers(args.id)
+    remaining = len(left["namespaces"]) + len(left.get("cgroups", [])) + int(left["state_file"])
+    print(f"{args.id}: removed {removed}; remaining: {remaining}")
+    return 0 if remaining == 0 else 1
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -182,9 +231,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else None
     try:
         result = calibrate(
-            kinds, limits, TrainingConfig(epochs=args.epochs), args.samples, args.repeats,
-            args.mode, data, progress=console.print,
-        )  # fmt: skip
+            kinds,
+            limits,
+            TrainingConfig(epochs=args.epochs),
+            args.samples,
+            args.repeats,
+            args.mode,
+            data,
+            progress=console.print,
+        )
     except CgroupUnavailable as exc:
         raise UserError(
             "testbed calibrate", str(exc), "run as root on Linux with cgroups"
@@ -258,12 +313,31 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--poll", type=float, default=2.0, help="repository poll interval, s")
     predict.set_defaults(func=cmd_predict)
 
+    up_ = sub.add_parser("up", help="bring a testbed up (local: network namespaces)")
+    up_.add_argument("--testbed", default="local")
+    up_.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
+    up_.add_argument("--id", default="los", help="testbed id (names its namespaces)")
+    up_.add_argument("--cpu-scale", type=float, help="node quota = vCPUs x 1000 m x this")
+    up_.add_argument(
+        "--no-mesh",
+        dest="mesh",
+        action="store_false",
+        help="static routes instead of the mesh routing daemon",
+    )
+    up_.set_defaults(func=cmd_up)
+
+    down_ = sub.add_parser("down", help="remove a testbed, also after a crash")
+    down_.add_argument("--testbed", default="local")
+    down_.add_argument("--id", default="los")
+    down_.set_defaults(func=cmd_down)
+
     calibrate = sub.add_parser(
         "calibrate", help="measure training time against CPU limits, write a calibration"
     )
     calibrate.add_argument("--models", default="lstm,autoencoder")
-    calibrate.add_argument("--limits", default="100,150,200,300,400,600,1000",
-                           help="millicores, comma-separated")  # fmt: skip
+    calibrate.add_argument(
+        "--limits", default="100,150,200,300,400,600,1000", help="millicores, comma-separated"
+    )
     calibrate.add_argument("--epochs", type=int, default=100)
     calibrate.add_argument("--samples", type=int, default=1000)
     calibrate.add_argument("--repeats", type=int, default=1)

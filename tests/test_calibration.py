@@ -23,8 +23,9 @@ def test_fit_cost_recovers_work_and_fixed_time_and_cuts_off_at_one_core() -> Non
 def test_a_tiny_real_calibration_round_trips(
     cpu_parent: CpuGroup, citypulse: Path, tmp_path: Path
 ) -> None:
-    result = calibrate(["autoencoder"], [300, 1000], TrainingConfig(epochs=20), 300, 1, "warm",
-                       citypulse)  # fmt: skip
+    result = calibrate(
+        ["autoencoder"], [300, 1000], TrainingConfig(epochs=20), 300, 1, "warm", citypulse
+    )
     assert [row["limit_m"] for row in result.measurements] == [300, 1000]
     assert result.measurements[0]["samples_from"].endswith(".csv.gz")
     cost = result.models["autoencoder"]

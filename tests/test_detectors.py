@@ -22,8 +22,13 @@ def test_synthetic_data_is_seeded_and_labelled() -> None:
     a, b = generate(spec, np.random.default_rng(3)), generate(spec, np.random.default_rng(3))
     assert a.equals(b)
     assert a["anomaly"].sum() >= 40
-    assert list(a.columns[:5]) == ["ozone", "particullate_matter", "carbon_monoxide",
-                                   "sulfure_dioxide", "nitrogen_dioxide"]  # fmt: skip
+    assert list(a.columns[:5]) == [
+        "ozone",
+        "particullate_matter",
+        "carbon_monoxide",
+        "sulfure_dioxide",
+        "nitrogen_dioxide",
+    ]
     weekday = a[a.index.day_of_week < 5]["ozone"].mean()
     assert weekday > 0
 

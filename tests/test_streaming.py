@@ -45,9 +45,10 @@ def test_two_streams_replayed_fast_arrive_complete_in_order_at_rate(citypulse: P
     files = {
         "s01-traffic": ("traffic", citypulse / "traffic_aug_sep_2014" / "trafficData158324.csv.gz"),
         "s02-pollution": (
-            "pollution", citypulse / "pollution_aug_oct_2014" / "pollutionData158324.csv.gz",
+            "pollution",
+            citypulse / "pollution_aug_oct_2014" / "pollutionData158324.csv.gz",
         ),
-    }  # fmt: skip
+    }
     n, interval = 400, 0.005
     triggers: list[TrainingTrigger] = []
     repo = ModelRepository("/nonexistent-unused")
@@ -61,8 +62,9 @@ def test_two_streams_replayed_fast_arrive_complete_in_order_at_rate(citypulse: P
             port = server.sockets[0].getsockname()[1]
             frame, _ = load_sensor_file(path)
             samples = samples_of(frame.head(n), FEATURES[data])  # type: ignore[index]
-            plans.append((stream, samples, schedule(samples, interval_s=interval), "127.0.0.1",
-                          port))  # fmt: skip
+            plans.append(
+                (stream, samples, schedule(samples, interval_s=interval), "127.0.0.1", port)
+            )
             jobs[stream], servers = job, [*servers, server]
         stats = await replay_many(plans)
         await asyncio.sleep(0.2)
@@ -100,16 +102,26 @@ def test_a_polling_prediction_job_switches_to_a_new_version(
                 samples = tmp_path / f"cache-{trigger.sample_count}.npy"
                 np.save(samples, trigger.samples)
                 request = TrainingRequest(
-                    "s03-pollution", "autoencoder", str(samples), server.url,
-                    str(tmp_path / f"report-{trigger.sample_count}.json"), {"epochs": 30},
-                )  # fmt: skip
+                    "s03-pollution",
+                    "autoencoder",
+                    str(samples),
+                    server.url,
+                    str(tmp_path / f"report-{trigger.sample_count}.json"),
+                    {"epochs": 30},
+                )
                 m = worker.run(request, 200, cpu_parent)
                 published.append((m.report["version"], m.report["stored_at"]))
 
             threading.Thread(target=work, daemon=True).start()
 
-        job = PredictionJob("s03-pollution", "autoencoder", remote, on_training,
-                            samples_per_training=300, clock=time.time)  # fmt: skip
+        job = PredictionJob(
+            "s03-pollution",
+            "autoencoder",
+            remote,
+            on_training,
+            samples_per_training=300,
+            clock=time.time,
+        )
 
         async def scenario() -> None:
             poller = asyncio.create_task(job.poll_forever(poll_interval))
@@ -159,7 +171,17 @@ def test_the_replay_command_streams_a_file(citypulse: Path) -> None:
     thread.start()
     ready.wait(5)
     path = citypulse / "pollution_aug_oct_2014" / "pollutionData158355.csv.gz"
-    code = main(["replay", str(path), "--to", f"127.0.0.1:{port[0]}", "--interval", "0.001",
-                 "--limit", "200"])  # fmt: skip
+    code = main(
+        [
+            "replay",
+            str(path),
+            "--to",
+            f"127.0.0.1:{port[0]}",
+            "--interval",
+            "0.001",
+            "--limit",
+            "200",
+        ]
+    )
     time.sleep(0.2)
     assert code == 0 and received == list(range(200))

@@ -63,8 +63,10 @@ def fit_cost(
 
 def _spread(values: Sequence[float]) -> dict[str, float]:
     mean = statistics.fmean(values)
-    return {"mean": round(mean, 4),
-            "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0}  # fmt: skip
+    return {
+        "mean": round(mean, 4),
+        "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
+    }
 
 
 def calibrate(
@@ -93,23 +95,33 @@ def calibrate(
                 for limit in limits:
                     for r in range(repeats):
                         request = TrainingRequest(
-                            f"calibrate-{kind}-{int(limit)}-{r}", kind, str(samples_path),
-                            str(Path(tmp) / "repo"), str(Path(tmp) / f"{kind}-{limit}-{r}.json"),
+                            f"calibrate-{kind}-{int(limit)}-{r}",
+                            kind,
+                            str(samples_path),
+                            str(Path(tmp) / "repo"),
+                            str(Path(tmp) / f"{kind}-{limit}-{r}.json"),
                             asdict(config),
-                        )  # fmt: skip
+                        )
                         if worker is not None:
                             m = worker.run(request, limit, parent)
                         else:
                             m = run_fresh(request, limit, parent)
                         measured.append(m)
                         row = {
-                            "model": kind, "mode": mode, "limit_m": limit, "t_start": m.t_start,
-                            "t_job": m.t_job, "t_stop": m.t_stop, "t_total": m.t_total,
-                            "cpu_seconds": m.cpu_seconds, "peak_rss_mb": m.report["peak_rss_mb"],
+                            "model": kind,
+                            "mode": mode,
+                            "limit_m": limit,
+                            "t_start": m.t_start,
+                            "t_job": m.t_job,
+                            "t_stop": m.t_stop,
+                            "t_total": m.t_total,
+                            "cpu_seconds": m.cpu_seconds,
+                            "peak_rss_mb": m.report["peak_rss_mb"],
                             "samples_from": source,
-                        }  # fmt: skip
-                        rows.append({k: round(v, 4) if isinstance(v, float) else v
-                                     for k, v in row.items()})  # fmt: skip
+                        }
+                        rows.append(
+                            {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                        )
                         progress(
                             f"{kind:12} {limit:6.0f} m  start {m.t_start:6.2f} s  train "
                             f"{m.t_job:7.2f} s  stop {m.t_stop:5.2f} s  cpu {m.cpu_seconds:6.2f} s"
@@ -125,8 +137,13 @@ def calibrate(
         points = [(r["limit_m"], r["t_job"]) for r in rows if r["model"] == kind]
         curve = fit_runtime_curve([p[0] for p in points], [p[1] for p in points], 1000.0, 5)
         if curve is not None:
-            curves[kind] = {"a": curve.a, "b": curve.b, "c": curve.c, "d": curve.d,
-                            "kind": curve.kind}  # fmt: skip
+            curves[kind] = {
+                "a": curve.a,
+                "b": curve.b,
+                "c": curve.c,
+                "d": curve.d,
+                "kind": curve.kind,
+            }
     import torch
 
     source = (
@@ -161,8 +178,10 @@ def _model_cost(
     predicted = [work * 1000 / min(r, 1000) + overhead for r in limits]
     residual = [abs(m.t_job - p) / p for m, p in zip(measured, predicted, strict=True) if p > 0]
     stop_work, stop_wall = fit_cost(limits, [m.t_stop for m in measured])
-    stop_residual = [m.t_stop - (stop_work * 1000 / min(r, 1000) + stop_wall)
-                     for m, r in zip(measured, limits, strict=True)]  # fmt: skip
+    stop_residual = [
+        m.t_stop - (stop_work * 1000 / min(r, 1000) + stop_wall)
+        for m, r in zip(measured, limits, strict=True)
+    ]
     key = "unique_mb" if mode == "warm" else "peak_rss_mb"
     memory = [m.report[key] for m in measured]
     return {
@@ -191,8 +210,10 @@ def write_calibration(calibration: Calibration, path: Path) -> None:
 
 
 def table(calibration: Calibration) -> list[str]:
-    lines = [f"{'model':12} {'limit':>7} {'start s':>8} {'train s':>8} {'stop s':>7} "
-             f"{'cpu s':>7} {'share m':>8}"]  # fmt: skip
+    lines = [
+        f"{'model':12} {'limit':>7} {'start s':>8} {'train s':>8} {'stop s':>7} "
+        f"{'cpu s':>7} {'share m':>8}"
+    ]
     for row in calibration.measurements:
         share = 1000 * row["cpu_seconds"] / row["t_total"] if row["t_total"] else 0
         lines.append(

@@ -95,8 +95,11 @@ def run_fresh(
         process = subprocess.run(
             [sys.executable, "-m", "testbed.jobs.training_job", "--request", str(request_path)],
             preexec_fn=enter_preexec(group) if group is not None else None,  # type: ignore[arg-type]
-            capture_output=True, text=True, timeout=timeout_s, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
         ended = time.time()
         if process.returncode != 0:
             raise RuntimeError(
@@ -119,8 +122,10 @@ class WarmWorker:
         self._lock = threading.Lock()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "testbed.jobs.warm_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         ready = self._read()
         if not ready.get("ready"):
             raise RuntimeError(f"warm worker did not start: {ready}")

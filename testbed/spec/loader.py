@@ -87,11 +87,13 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def load_layout(path: Path) -> LayoutSpec:
+def load_layout(path: Path | str) -> LayoutSpec:
+    path = Path(path)
     return validate(LayoutSpec, read_yaml(path), path)
 
 
-def load_calibration(path: Path) -> Calibration:
+def load_calibration(path: Path | str) -> Calibration:
+    path = Path(path)
     return validate(Calibration, read_yaml(path), path)
 
 

@@ -40,13 +40,17 @@ def run_workload_bench(data_dir: Path | None) -> int:
                 ["lstm", "autoencoder"], LIMITS, TrainingConfig(epochs=20), 1000, 1, mode, data_dir
             )  # type: ignore[arg-type]
             print(f"{mode} processes:")
-            print(f"  {'model':12} {'limit m':>7} {'start s':>8} {'train s':>8} {'stop s':>7} "
-                  f"{'cpu s':>6} {'share m':>8}")  # fmt: skip
+            print(
+                f"  {'model':12} {'limit m':>7} {'start s':>8} {'train s':>8} {'stop s':>7} "
+                f"{'cpu s':>6} {'share m':>8}"
+            )
             for row in result.measurements:
                 share = 1000 * row["cpu_seconds"] / row["t_total"]
-                print(f"  {row['model']:12} {row['limit_m']:7.0f} {row['t_start']:8.2f} "
-                      f"{row['t_job']:8.2f} {row['t_stop']:7.2f} {row['cpu_seconds']:6.2f} "
-                      f"{share:8.0f}")  # fmt: skip
+                print(
+                    f"  {row['model']:12} {row['limit_m']:7.0f} {row['t_start']:8.2f} "
+                    f"{row['t_job']:8.2f} {row['t_stop']:7.2f} {row['cpu_seconds']:6.2f} "
+                    f"{share:8.0f}"
+                )
     except CgroupUnavailable as exc:
         print(f"skipped: {exc}")
     print("detection quality on synthetic data with injected anomalies (train 2000, test 6000)")

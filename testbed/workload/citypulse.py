@@ -25,19 +25,36 @@ from testbed.errors import UserError
 Kind = Literal["traffic", "pollution"]
 
 TRAFFIC_COLUMNS = (
-    "status", "avgMeasuredTime", "avgSpeed", "extID", "medianMeasuredTime", "TIMESTAMP",
-    "vehicleCount", "_id", "REPORT_ID",
-)  # fmt: skip
+    "status",
+    "avgMeasuredTime",
+    "avgSpeed",
+    "extID",
+    "medianMeasuredTime",
+    "TIMESTAMP",
+    "vehicleCount",
+    "_id",
+    "REPORT_ID",
+)
 POLLUTION_COLUMNS = (
-    "ozone", "particullate_matter", "carbon_monoxide", "sulfure_dioxide", "nitrogen_dioxide",
-    "longitude", "latitude", "timestamp",
-)  # fmt: skip
+    "ozone",
+    "particullate_matter",
+    "carbon_monoxide",
+    "sulfure_dioxide",
+    "nitrogen_dioxide",
+    "longitude",
+    "latitude",
+    "timestamp",
+)
 FEATURES: dict[Kind, tuple[str, ...]] = {
     "traffic": ("avgMeasuredTime", "avgSpeed", "vehicleCount"),
     "pollution": (
-        "ozone", "particullate_matter", "carbon_monoxide", "sulfure_dioxide", "nitrogen_dioxide",
+        "ozone",
+        "particullate_matter",
+        "carbon_monoxide",
+        "sulfure_dioxide",
+        "nitrogen_dioxide",
     ),
-}  # fmt: skip
+}
 _TIME_COLUMN: dict[Kind, str] = {"traffic": "TIMESTAMP", "pollution": "timestamp"}
 _NUMERIC: dict[Kind, tuple[str, ...]] = {
     "traffic": ("avgMeasuredTime", "avgSpeed", "medianMeasuredTime", "vehicleCount"),
@@ -180,6 +197,10 @@ def features(frame: pd.DataFrame, kind: Kind) -> np.ndarray:
 def find_sensor_files(root: Path | str) -> list[Path]:
     """Every traffic or pollution file under `root` (plain or gzipped), sorted."""
     root = Path(root)
-    patterns = ("trafficData*.csv", "trafficData*.csv.gz", "pollutionData*.csv",
-                "pollutionData*.csv.gz")  # fmt: skip
+    patterns = (
+        "trafficData*.csv",
+        "trafficData*.csv.gz",
+        "pollutionData*.csv",
+        "pollutionData*.csv.gz",
+    )
     return sorted({p for pattern in patterns for p in root.rglob(pattern)})

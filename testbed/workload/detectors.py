@@ -65,9 +65,14 @@ class DenseAutoencoder(nn.Module):
     def __init__(self, features: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Linear(features, 16), nn.Tanh(), nn.Linear(16, 3), nn.Tanh(),
-            nn.Linear(3, 16), nn.Tanh(), nn.Linear(16, features),
-        )  # fmt: skip
+            nn.Linear(features, 16),
+            nn.Tanh(),
+            nn.Linear(16, 3),
+            nn.Tanh(),
+            nn.Linear(3, 16),
+            nn.Tanh(),
+            nn.Linear(16, features),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # type: ignore[no-any-return]

@@ -151,8 +151,10 @@ class HttpTrainingHook:
             "sample_count": trigger.sample_count,
         }
         request = urllib.request.Request(
-            self.url, data=buffer.getvalue(), method="POST",
+            self.url,
+            data=buffer.getvalue(),
+            method="POST",
             headers={"Content-Type": "application/x-npy", "X-Trigger": json.dumps(meta)},
-        )  # fmt: skip
+        )
         with urllib.request.urlopen(request, timeout=self.timeout_s):
             pass

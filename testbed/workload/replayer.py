@@ -86,8 +86,12 @@ async def replay(
                 await asyncio.sleep(wait)
             else:
                 lag = max(lag, -wait)
-            message = {"stream": stream, "seq": sample.seq, "time": sample.time.isoformat(),
-                       "values": list(sample.values)}  # fmt: skip
+            message = {
+                "stream": stream,
+                "seq": sample.seq,
+                "time": sample.time.isoformat(),
+                "values": list(sample.values),
+            }
             writer.write(encode(message))
             await writer.drain()
         finished = clock()

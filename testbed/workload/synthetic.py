@@ -64,8 +64,13 @@ def generate(spec: SyntheticSpec, rng: np.random.Generator) -> pd.DataFrame:
         }
     else:
         smooth = np.convolve(rng.normal(0, 1, n), np.ones(24) / 24, mode="same")
-        base = {"ozone": 90, "particullate_matter": 80, "carbon_monoxide": 50,
-                "sulfure_dioxide": 45, "nitrogen_dioxide": 85}  # fmt: skip
+        base = {
+            "ozone": 90,
+            "particullate_matter": 80,
+            "carbon_monoxide": 50,
+            "sulfure_dioxide": 45,
+            "nitrogen_dioxide": 85,
+        }
         columns = {
             name: level * drift * (0.8 + 0.3 * load + 0.1 * smooth * (i + 1) / 5)
             for i, (name, level) in enumerate(base.items())
@@ -97,10 +102,16 @@ def write_citypulse_csv(frame: pd.DataFrame, kind: Kind, path: Path, report_id: 
     for i, (time, row) in enumerate(frame.iterrows()):
         if kind == "traffic":
             values = [
-                "OK", f"{row['avgMeasuredTime']:.0f}", f"{row['avgSpeed']:.0f}", "0",
-                f"{row['avgMeasuredTime']:.0f}", time.strftime("%Y-%m-%dT%H:%M:%S"),
-                f"{row['vehicleCount']:.0f}", str(i), str(report_id),
-            ]  # fmt: skip
+                "OK",
+                f"{row['avgMeasuredTime']:.0f}",
+                f"{row['avgSpeed']:.0f}",
+                "0",
+                f"{row['avgMeasuredTime']:.0f}",
+                time.strftime("%Y-%m-%dT%H:%M:%S"),
+                f"{row['vehicleCount']:.0f}",
+                str(i),
+                str(report_id),
+            ]
         else:
             values = [f"{row[c]:.0f}" for c in FEATURES["pollution"]]
             values += ["10.1", "56.2", time.strftime("%Y-%m-%d %H:%M:%S")]

@@ -1,0 +1,1 @@
+"""The local testbed: the layout in network namespaces on this machine (effects only)."""

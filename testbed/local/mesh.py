@@ -1,0 +1,172 @@
+"""The mesh layer of the local testbed: who are my direct neighbours, and how far away.
+
+On a kernel with batman-adv the paper's mesh would run; this machine's kernel has no
+batman-adv module (and cannot load one), so the local testbed runs a real mesh routing
+daemon instead: babeld, one per namespace, with 1 s hellos and timestamps enabled. Its
+local interface's `dump` lists every neighbour with its link-local address, interface,
+reachability, costs and measured RTT; that is what agents read through `Mesh`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyroute2 import NetNS, netns
+
+from testbed.network.local_plan import LocalPlan
+
+BABEL_PORT = 33123
+_NEIGHBOUR = re.compile(r"^add neighbour \S+ (?P<fields>.*)$")
+
+
+@dataclass(frozen=True)
+class BabelNeighbour:
+    address: str
+    interface: str
+    reach: int
+    rxcost: int
+    txcost: int
+    cost: int
+    rtt_ms: float | None
+
+    @property
+    def bidirectional(self) -> bool:
+        return self.cost < 0xFFFF
+
+
+def parse_babel_dump(text: str) -> list[BabelNeighbour]:
+    """The neighbours in a babeld `dump` (pure)."""
+    found = []
+    for line in text.splitlines():
+        match = _NEIGHBOUR.match(line.strip())
+        if not match:
+            continue
+        tokens = match.group("fields").split()
+        fields = dict(zip(tokens[::2], tokens[1::2], strict=False))
+        found.append(
+            BabelNeighbour(
+                address=fields["address"],
+                interface=fields["if"],
+                reach=int(fields.get("reach", "0"), 16),
+                rxcost=int(fields.get("rxcost", "65535")),
+                txcost=int(fields.get("txcost", "65535")),
+                cost=int(fields.get("cost", "65535")),
+                rtt_ms=float(fields["rtt"]) if "rtt" in fields else None,
+            )
+        )
+    return found
+
+
+@dataclass(frozen=True)
+class MeshNeighbour:
+    node: str
+    interface: str
+    rtt_ms: float | None
+    cost: int
+
+
+def mesh_kind() -> str:
+    """batman-adv when this kernel has it loaded, else babel."""
+    return "batman-adv" if Path("/sys/module/batman_adv").exists() else "babel"
+
+
+def _in_namespace(namespace: str, host: str, port: int, payload: bytes, timeout: float) -> bytes:
+    netns.pushns(namespace)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    finally:
+        netns.popns()
+    with sock:
+        sock.sendall(payload)
+        data = b""
+        deadline = time.monotonic() + timeout
+        # the greeting ends with "ok", and so does the answer to the command
+        while data.count(b"\nok\n") < 2 and time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+class BabelMesh:
+    """One babeld per namespace, started and stopped with the testbed."""
+
+    def __init__(self, plan: LocalPlan, run_dir: Path, hello_s: float = 1.0) -> None:
+        self.plan = plan
+        self.run_dir = run_dir
+        self.hello_s = hello_s
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._link_local: dict[str, str] = {}
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for node, namespace in self.plan.namespaces.items():
+            interfaces = [i.name for i in self.plan.interfaces_of(node)]
+            argv = [
+                "ip", "netns", "exec", namespace, "babeld",
+                "-I", str(self.run_dir / f"babeld-{node}.pid"),
+                "-S", str(self.run_dir / f"babeld-{node}.state"),
+                "-h", str(self.hello_s), "-H", str(self.hello_s),
+                "-G", str(BABEL_PORT),
+                "-C", "default enable-timestamps true",
+                "-C", "redistribute local allow",
+                *interfaces,
+            ]  # fmt: skip
+            log = open(self.run_dir / f"babeld-{node}.log", "wb")  # noqa: SIM115
+            self.processes[node] = subprocess.Popen(argv, stdout=log, stderr=log)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            process.wait(timeout=5)
+        self.processes.clear()
+
+    def _addresses(self) -> dict[str, str]:
+        """IPv6 link-local address -> node, read from the namespaces."""
+        if not self._link_local:
+            for node, namespace in self.plan.namespaces.items():
+                with NetNS(namespace) as ns:
+                    for addr in ns.get_addr(family=socket.AF_INET6):
+                        address = addr.get("IFA_ADDRESS")
+                        if address and address.startswith("fe80"):
+                            self._link_local[address] = node
+        return self._link_local
+
+    def dump(self, node: str, timeout: float = 2.0) -> str:
+        raw = _in_namespace(self.plan.namespaces[node], "::1", BABEL_PORT, b"dump\n", timeout)
+        return raw.decode(errors="replace")
+
+    def neighbours(self, node: str) -> list[MeshNeighbour]:
+        """Bidirectional neighbours of `node` as the mesh daemon sees them now."""
+        addresses = self._addresses()
+        found = []
+        for n in parse_babel_dump(self.dump(node)):
+            if n.bidirectional and n.address in addresses:
+                found.append(MeshNeighbour(addresses[n.address], n.interface, n.rtt_ms, n.cost))
+        return sorted(found, key=lambda m: m.node)
+
+    def wait_converged(self, expected: dict[str, set[str]], timeout_s: float = 30.0) -> float:
+        """Wait until every node sees exactly its expected neighbours; return the seconds."""
+        started = time.monotonic()
+        pending = dict(expected)
+        while pending and time.monotonic() - started < timeout_s:
+            for node in list(pending):
+                with contextlib.suppress(OSError):
+                    if {n.node for n in self.neighbours(node)} == pending[node]:
+                        del pending[node]
+            if pending:
+                time.sleep(0.3)
+        if pending:
+            raise TimeoutError(f"mesh not converged after {timeout_s} s: {sorted(pending)}")
+        return time.monotonic() - started

@@ -1,0 +1,180 @@
+"""The local testbed on real network namespaces (needs root, iproute2, babeld, ping)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.jobs.cgroups import CpuGroup, detect
+from testbed.local.capabilities import probe
+from testbed.local.mesh import BabelMesh, parse_babel_dump
+from testbed.local.provider import CGROUP_ROOT, down, leftovers, up
+from testbed.network.local_plan import LocalPlan, plan_local
+from testbed.network.topology import Topology, build_topology
+from testbed.spec.loader import load_layout
+
+from .conftest import EXPERIMENTS
+
+NEEDS = ("ip", "babeld", "ping")
+local = pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(c) is None for c in NEEDS),
+    reason=f"needs root and {', '.join(NEEDS)} (make system-packages)",
+)
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return build_topology(load_layout(EXPERIMENTS / "layouts" / "paper.yaml"))
+
+
+def ping(plan: LocalPlan, source: str, target: str) -> bool:
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            plan.namespaces[source],
+            "ping",
+            "-c1",
+            "-W1",
+            plan.address_of(target),
+        ],
+        capture_output=True,
+    )
+    return result.returncode == 0
+
+
+def test_the_plan_is_pure_and_complete(topology: Topology) -> None:
+    plan = plan_local(topology, "abc")
+    assert plan == plan_local(topology, "abc")
+    assert len(plan.namespaces) == 15 and len(plan.bridges) == 3
+    assert len(plan.interfaces) == 15 + 2  # the two gateways have two interfaces
+    assert all(len(i.peer) <= 15 and len(i.name) <= 15 for i in plan.interfaces)
+    assert len({i.ip for i in plan.interfaces}) == len(plan.interfaces)
+    edge1 = {r.destination: r.via for r in plan.routes if r.node == "edge-1"}
+    gateway = plan.address_of("edge-5", "edge")
+    assert edge1 == {plan.subnets["fog"]: gateway, plan.subnets["cloud"]: gateway}
+
+
+def test_babel_dump_parsing() -> None:
+    text = (
+        "add neighbour 55ee address fe80::1 if eth-edge reach ffff ureach 0000 rxcost 96 "
+        "txcost 96 rtt 0.633 rttcost 0 cost 96\n"
+        "add neighbour 55ef address fe80::2 if eth-fog reach 8000 ureach 0000 rxcost 96 "
+        "txcost 65535 rtt 1.5 rttcost 0 cost 65535\n"
+        "add route 55ee17 prefix 10.77.0.12/32 from 0.0.0.0/0 installed yes\n"
+    )
+    first, second = parse_babel_dump(text)
+    assert first.address == "fe80::1" and first.rtt_ms == 0.633 and first.bidirectional
+    assert second.interface == "eth-fog" and not second.bidirectional
+
+
+@local
+def test_links_only_where_the_layout_has_them(topology: Topology) -> None:
+    testbed = f"t-links-{os.getpid()}"
+    state, plan = up(topology, testbed, routing="none")
+    try:
+        assert state.up_seconds is not None and state.up_seconds < 10
+        assert ping(plan, "edge-1", "edge-2")  # same layer network
+        assert ping(plan, "edge-5", "fog-3")  # the gateway sits on both
+        assert ping(plan, "fog-1", "cloud-6")
+        assert not ping(plan, "edge-1", "fog-3")  # only through the gateway
+        assert not ping(plan, "fog-2", "cloud-1")
+        assert not ping(plan, "edge-1", "cloud-1")
+    finally:
+        down(testbed)
+
+
+@local
+def test_static_routes_cross_the_gateways_and_down_removes_all(topology: Topology) -> None:
+    testbed = f"t-static-{os.getpid()}"
+    state, plan = up(topology, testbed, routing="static")
+    try:
+        assert ping(plan, "edge-1", "cloud-3") and ping(plan, "cloud-3", "edge-2")
+        hierarchy = detect()
+        for node, quota in state.cgroups.items():
+            group = CpuGroup(hierarchy, f"{CGROUP_ROOT}/{testbed}/{node}")
+            assert group.limit_m() == pytest.approx(quota, abs=0.5)
+            vcpus = topology.nodes[node].vcpus
+            assert quota == pytest.approx(vcpus * 1000 * state.cpu_scale, abs=0.1)
+    finally:
+        first = down(testbed)
+    assert first["namespaces"] == 16 and first["cgroups"] == 1
+    assert leftovers(testbed) == {"namespaces": [], "state_file": False, "cgroups": []}
+    assert down(testbed) == {"processes": 0, "namespaces": 0, "cgroups": 0}
+
+
+@local
+def test_mesh_neighbours_equal_the_layouts(topology: Topology, tmp_path: Path) -> None:
+    testbed = f"t-mesh-{os.getpid()}"
+    _, plan = up(topology, testbed, routing="none")
+    mesh = BabelMesh(plan, tmp_path)
+    mesh.start()
+    try:
+        expected = {node: set(topology.neighbours(node)) for node in topology.nodes}
+        mesh.wait_converged(expected, timeout_s=30)
+        for node in topology.nodes:
+            seen = mesh.neighbours(node)
+            assert {n.node for n in seen} == expected[node]
+            assert all(n.rtt_ms is not None for n in seen)
+        assert ping(plan, "edge-1", "cloud-3")  # routes learnt by the mesh
+    finally:
+        mesh.stop()
+        down(testbed)
+
+
+@local
+def test_down_after_the_runner_is_killed(tmp_path: Path) -> None:
+    testbed = f"t-kill-{os.getpid()}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "testbed.cli",
+            "up",
+            "--id",
+            testbed,
+            "--layout",
+            str(EXPERIMENTS / "layouts" / "paper.yaml"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        ns.endswith("-edge-5") for ns in _namespaces_of(testbed)
+    ):
+        time.sleep(0.05)
+    time.sleep(1.0)  # mid-way: namespaces made, mesh daemons starting
+    runner.send_signal(signal.SIGKILL)
+    runner.wait()
+    removed = down(testbed)
+    assert removed["namespaces"] >= 1
+    assert leftovers(testbed) == {"namespaces": [], "state_file": False, "cgroups": []}
+    stray = subprocess.run(["pgrep", "-f", f"{testbed}/babeld-"], capture_output=True)
+    assert stray.returncode != 0, stray.stdout
+
+
+def _namespaces_of(testbed: str) -> list[str]:
+    from pyroute2 import netns
+
+    from testbed.local.provider import plan_local_prefix
+
+    return [ns for ns in netns.listnetns() if ns.startswith(plan_local_prefix(testbed) + "-")]
+
+
+def test_capabilities_are_probed_not_assumed() -> None:
+    caps = probe()
+    assert caps.mesh in ("batman-adv", "babel", "static")
+    assert caps.link_delay in ("netem", "nfqueue", "none")
+    if caps.netem:
+        assert caps.link_delay == "netem"

@@ -124,6 +124,9 @@ def test_mesh_neighbours_equal_the_layouts(topology: Topology, tmp_path: Path) -
             seen = mesh.neighbours(node)
             assert {n.node for n in seen} == expected[node]
             assert all(n.rtt_ms is not None for n in seen)
+        deadline = time.monotonic() + 20  # routes over 3 hops follow the neighbours
+        while not ping(plan, "edge-1", "cloud-3") and time.monotonic() < deadline:
+            time.sleep(0.5)
         assert ping(plan, "edge-1", "cloud-3")  # routes learnt by the mesh
     finally:
         mesh.stop()

@@ -4,7 +4,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-local.lock pyproject.toml | cksum | cut -d' ' -f1)
+NFQUEUE_HEADER := /usr/include/libnetfilter_queue/libnetfilter_queue.h
 # torch is the CPU build (torch==2.13.0+cpu); machines of this project keep its wheel in
 # /opt/wheels. Elsewhere: make PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 WHEELS := $(wildcard /opt/wheels)
@@ -16,24 +17,27 @@ TESTBED ?= twin
 
 # Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
 # routing daemon (babeld), NFQUEUE rules (iptables), ping for link checks.
-SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping
+SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping libnetfilter-queue-dev gcc
 SYSTEM_COMMANDS := ip iptables babeld ping
 
 install: $(STAMP)
 
 system-packages:
 	@missing=0; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing=1; done; \
+	[ -f $(NFQUEUE_HEADER) ] || missing=1; \
 	if [ $$missing = 1 ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); \
 	  else echo "note: install $(SYSTEM_PACKAGES) for the local testbed (needs root)"; fi; \
 	fi
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "los-testbed needs Python 3.11, found " + sys.version.split()[0]'
 	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet $(PIP_EXTRA) -r requirements.lock
+	@if [ -f $(NFQUEUE_HEADER) ]; then $(BIN)/pip install --quiet -r requirements-local.lock; \
+	else echo "note: no libnetfilter-queue-dev: the local testbed runs without link delays"; fi
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
@@ -44,7 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint system-packages
+test: system-packages lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -62,6 +66,9 @@ lock:
 	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --python-version 3.11 \
 		--python-platform x86_64-unknown-linux-gnu $(PIP_EXTRA) --no-emit-find-links \
 		-o requirements.lock
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --extra local --python-version 3.11 \
+		--python-platform x86_64-unknown-linux-gnu $(PIP_EXTRA) --no-emit-find-links \
+		--no-header -c requirements.lock | grep -E '^netfilterqueue==' > requirements-local.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .tox

@@ -186,7 +186,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
     topology = build_topology(load_layout(Path(args.layout)))
     routing = "none" if caps.mesh == "babel" and args.mesh else "static"
-    state, plan = up(topology, args.id, args.cpu_scale, routing)
+    delay = Path(args.layout) if caps.link_delay == "nfqueue" and args.delay else None
+    state, plan = up(topology, args.id, args.cpu_scale, routing, delay)
     line = f"{len(plan.namespaces)} nodes up in {state.up_seconds:.2f} s"
     if routing == "none":
         mesh = BabelMesh(plan, STATE_DIR / args.id)
@@ -195,7 +196,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         line += f", babel mesh converged in {mesh.wait_converged(expected):.1f} s"
     print(
         f"{args.id}: {line}; CPU scale {state.cpu_scale:.3f}; "
-        f"link delay here: {caps.link_delay}; `testbed down --id {args.id}` removes it"
+        f"link delay: {state.link_delay} (kernel offers {caps.link_delay}); "
+        f"`testbed down --id {args.id}` removes it"
     )
     return 0
 
@@ -323,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="mesh",
         action="store_false",
         help="static routes instead of the mesh routing daemon",
+    )
+    up_.add_argument(
+        "--no-delay",
+        dest="delay",
+        action="store_false",
+        help="no link delays (the drift timeline is not applied)",
     )
     up_.set_defaults(func=cmd_up)
 

@@ -15,7 +15,7 @@ import pytest
 from testbed.jobs.cgroups import CpuGroup, detect
 from testbed.local.capabilities import probe
 from testbed.local.mesh import BabelMesh, parse_babel_dump
-from testbed.local.provider import CGROUP_ROOT, down, leftovers, up
+from testbed.local.provider import CGROUP_ROOT, STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
 from testbed.spec.loader import load_layout
@@ -181,3 +181,39 @@ def test_capabilities_are_probed_not_assumed() -> None:
     assert caps.link_delay in ("netem", "nfqueue", "none")
     if caps.netem:
         assert caps.link_delay == "netem"
+
+
+@local
+def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
+    from testbed.local.rtt import check_links
+    from testbed.network.drift import build_drift
+
+    if not probe().nfqueue:
+        pytest.skip("no NFQUEUE here")
+    text = (EXPERIMENTS / "layouts" / "paper.yaml").read_text()
+    start = text.index("drift:")
+    layout_path = tmp_path / "drifting.yaml"
+    layout_path.write_text(
+        text[:start]
+        + "drift:\n  - layer: edge\n    profile: {kind: waypoints, points: [[0, 8], [16, 40]]}\n"
+    )
+    layout = load_layout(layout_path)
+    topology = build_topology(layout)
+    drift = build_drift(layout, topology)
+    testbed = f"t-delay-{os.getpid()}"
+    state, plan = up(topology, testbed, routing="static", delay_layout=layout_path)
+    try:
+        assert state.link_delay == "nfqueue" and "delay" in state.daemons
+        pairs = [("edge-1", "edge-2"), ("edge-5", "fog-2"), ("edge-2", "cloud-4")]
+        early = check_links(plan, topology, drift, state.created_at, pairs)
+        time.sleep(max(0.0, 13 - (time.time() - state.created_at)))
+        late = check_links(plan, topology, drift, state.created_at, pairs)
+        for check in early + late:
+            assert check.measured_ms is not None
+            assert abs(check.measured_ms - check.target_ms) <= 0.1 * check.target_ms + 1.0, check
+        assert late[0].measured_ms > early[0].measured_ms + 20  # it drifted
+        log = (STATE_DIR / testbed / "delay.jsonl").read_text().splitlines()
+        assert len(log) >= 2 and '"edge-1>edge-2"' in log[-1]
+    finally:
+        down(testbed)
+    assert leftovers(testbed)["namespaces"] == []

@@ -16,8 +16,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ class LocalState:
     routing: str
     created_at: float
     up_seconds: float | None = None
+    link_delay: str = "none"
+    daemons: dict[str, int] = field(default_factory=dict)
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -73,8 +76,13 @@ def up(
     testbed_id: str,
     cpu_scale: float | None = None,
     routing: str = "static",
+    delay_layout: Path | None = None,
 ) -> tuple[LocalState, LocalPlan]:
-    """Build the testbed; on any failure, remove what was built and re-raise."""
+    """Build the testbed; on any failure, remove what was built and re-raise.
+
+    With `delay_layout` (the layout file, whose drift rules give the latencies) the
+    NFQUEUE delay daemon starts too; its timeline starts at `state.created_at`.
+    """
     started = time.perf_counter()
     plan = plan_local(topology, testbed_id)
     scale = cpu_scale if cpu_scale is not None else default_cpu_scale(topology)
@@ -101,12 +109,47 @@ def up(
         for node, quota in quotas.items():
             group = root.child(node).create()
             group.set_limit_m(quota)
+        if delay_layout is not None:
+            state.daemons["delay"] = _start_delay_daemon(testbed_id, delay_layout, state)
+            state.link_delay = "nfqueue"
+            state.save()
     except BaseException:
         down(testbed_id)
         raise
     state.up_seconds = time.perf_counter() - started
     state.save()
     return state, plan
+
+
+def _start_delay_daemon(testbed_id: str, layout: Path, state: LocalState) -> int:
+    run_dir = STATE_DIR / testbed_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = open(run_dir / "delay.err", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "testbed.local.delay",
+            "--testbed",
+            testbed_id,
+            "--layout",
+            str(layout),
+            "--started-at",
+            str(state.created_at),
+            "--log",
+            str(run_dir / "delay.jsonl"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stdout is not None
+    ready = process.stdout.readline()
+    if '"ready": true' not in ready:
+        process.kill()
+        raise RuntimeError(f"the delay daemon did not start: {(run_dir / 'delay.err').read_text()}")
+    return process.pid
 
 
 def _hierarchy() -> Hierarchy:
@@ -152,6 +195,26 @@ def _build_network(plan: LocalPlan, routing: str) -> None:
         _in_ns(namespace, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
 
 
+def _stop(pid: int, timeout_s: float = 3.0) -> int:
+    """SIGTERM, then SIGKILL; 1 if there was a process."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return 1
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return 1
+
+
 def namespace_pids(namespace: str) -> list[int]:
     out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()] if out.returncode == 0 else []
@@ -162,6 +225,8 @@ def down(testbed_id: str) -> dict[str, int]:
     state = LocalState.load(testbed_id)
     prefix = state.prefix if state else plan_local_prefix(testbed_id)
     removed = {"processes": 0, "namespaces": 0, "cgroups": 0}
+    for pid in state.daemons.values() if state else []:
+        removed["processes"] += _stop(pid)
     ours = [ns for ns in netns.listnetns() if ns.startswith(prefix + "-")]
     for namespace in ours:
         for pid in namespace_pids(namespace):

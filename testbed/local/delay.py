@@ -1,0 +1,245 @@
+"""Link delay without netem: an NFQUEUE delay daemon following the drift timeline.
+
+Every node namespace gets one iptables rule: packets arriving on its layer interfaces
+(mangle PREROUTING, the receiving side, so TCP's small queues on the sender are not
+throttled) go to an NFQUEUE. One daemon binds all the queues (it enters each namespace
+to open its queue) and accepts each packet once the link it came over has delayed it
+for the link's current one-way latency: the layout's base latency plus the drift of both
+ends (`testbed.network.drift`), evaluated at the time since the testbed started. The
+link is known from the packet's source MAC address (the previous hop), so forwarded
+packets are delayed per hop. Where the kernel has netem, netem does this instead.
+
+Every `log_every_s` the daemon appends the delay it applies on every link, with the
+time, to a JSON-lines file: the record of what the network looked like when.
+
+    python -m testbed.local.delay --testbed ID --layout LAYOUT.yaml --log FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import heapq
+import itertools
+import json
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from netfilterqueue import NetfilterQueue, Packet
+from pyroute2 import NetNS, netns
+
+from testbed.network.drift import DriftTimeline, build_drift
+from testbed.network.local_plan import LocalPlan, plan_local
+from testbed.network.topology import Topology, build_topology
+from testbed.spec.loader import load_layout
+
+QUEUE_BASE = 200
+
+
+def queue_number(plan: LocalPlan, node: str) -> int:
+    return QUEUE_BASE + list(plan.namespaces).index(node)
+
+
+def rule_args(plan: LocalPlan, node: str, action: str = "-A") -> list[str]:
+    """The iptables rule that queues a node's incoming layer traffic (pure)."""
+    return [
+        "iptables",
+        "-t",
+        "mangle",
+        action,
+        "PREROUTING",
+        "-i",
+        "eth-+",
+        "-j",
+        "NFQUEUE",
+        "--queue-num",
+        str(queue_number(plan, node)),
+        "--queue-bypass",
+    ]
+
+
+@dataclass(frozen=True)
+class LinkKey:
+    receiver: str
+    sender: str
+
+
+def link_delays_ms(topology: Topology, drift: DriftTimeline, t: float) -> dict[LinkKey, float]:
+    """One-way delay of every directed link at time t (pure)."""
+    delays = {}
+    for link in topology.links:
+        latency = drift.link_latency_ms(link, t)
+        delays[LinkKey(link.a, link.b)] = latency
+        delays[LinkKey(link.b, link.a)] = latency
+    return delays
+
+
+class DelayDaemon:
+    def __init__(
+        self,
+        plan: LocalPlan,
+        topology: Topology,
+        drift: DriftTimeline,
+        started_at: float,
+        log_path: Path | None = None,
+        log_every_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.plan = plan
+        self.topology = topology
+        self.drift = drift
+        self.started_at = started_at
+        self.log_path = log_path
+        self.log_every_s = log_every_s
+        self.clock = clock
+        self.mac_to_node: dict[bytes, str] = {}
+        self.queues: dict[int, tuple[str, NetfilterQueue]] = {}
+        self._pending: list[tuple[float, int, Packet]] = []
+        self._counter = itertools.count()
+        self._delays: dict[LinkKey, float] = {}
+        self._delays_at = -1.0
+        self.passed = 0
+        self.unknown = 0
+
+    # --- set-up -------------------------------------------------------------------
+    def _read_macs(self) -> None:
+        for node, namespace in self.plan.namespaces.items():
+            with NetNS(namespace) as ns:
+                for link in ns.get_links():
+                    name = link.get("IFLA_IFNAME") or link.get("ifname")
+                    mac = link.get("IFLA_ADDRESS") or link.get("address")
+                    if name and name.startswith("eth-") and mac:
+                        self.mac_to_node[bytes.fromhex(mac.replace(":", ""))] = node
+
+    def install(self) -> None:
+        self._read_macs()
+        for node, namespace in self.plan.namespaces.items():
+            netns.pushns(namespace)
+            try:
+                queue = NetfilterQueue()
+                number = queue_number(self.plan, node)
+                queue.bind(number, self._callback(node), max_len=4096)
+            finally:
+                netns.popns()
+            self.queues[number] = (node, queue)
+            subprocess.run(
+                ["ip", "netns", "exec", namespace, *rule_args(self.plan, node)],
+                check=True,
+                capture_output=True,
+            )
+
+    def remove(self) -> None:
+        for node, namespace in self.plan.namespaces.items():
+            subprocess.run(
+                ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-D")],
+                capture_output=True,
+            )
+        for _, queue in self.queues.values():
+            with contextlib.suppress(Exception):
+                queue.unbind()
+        for _, _, packet in self._pending:
+            with contextlib.suppress(Exception):
+                packet.accept()
+        self._pending.clear()
+
+    # --- packets ------------------------------------------------------------------
+    def _current_delays(self, now: float) -> dict[LinkKey, float]:
+        if now - self._delays_at >= 0.05:  # the timeline moves slowly: refresh at 20 Hz
+            self._delays = link_delays_ms(self.topology, self.drift, now - self.started_at)
+            self._delays_at = now
+        return self._delays
+
+    def _callback(self, receiver: str) -> Callable[[Packet], None]:
+        def handle(packet: Packet) -> None:
+            now = self.clock()
+            sender = self.mac_to_node.get(bytes(packet.get_hw() or b"")[:6])
+            delay = None
+            if sender is not None:
+                delay = self._current_delays(now).get(LinkKey(receiver, sender))
+            if delay is None:  # not from a layer neighbour (e.g. ARP-less local traffic)
+                self.unknown += 1
+                packet.accept()
+                return
+            heapq.heappush(self._pending, (now + delay / 1000.0, next(self._counter), packet))
+
+        return handle
+
+    def _release_due(self) -> float | None:
+        now = self.clock()
+        while self._pending and self._pending[0][0] <= now:
+            _, _, packet = heapq.heappop(self._pending)
+            packet.accept()
+            self.passed += 1
+        return self._pending[0][0] - now if self._pending else None
+
+    def _log(self, now: float) -> None:
+        if self.log_path is None:
+            return
+        t = now - self.started_at
+        record = {
+            "applied_at": now,
+            "t": round(t, 3),
+            "links": {
+                f"{k.sender}>{k.receiver}": round(v, 3)
+                for k, v in link_delays_ms(self.topology, self.drift, t).items()
+            },
+            "passed": self.passed,
+            "unknown": self.unknown,
+            "pending": len(self._pending),
+        }
+        with open(self.log_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def run(self, should_stop: Callable[[], bool]) -> None:
+        fds = {queue.get_fd(): queue for _, queue in self.queues.values()}
+        next_log = self.clock()
+        while not should_stop():
+            wait = self._release_due()
+            timeout = 0.2 if wait is None else max(0.0, min(wait, 0.2))
+            ready, _, _ = select.select(list(fds), [], [], timeout)
+            for fd in ready:
+                fds[fd].run(block=False)
+            now = self.clock()
+            if now >= next_log:
+                self._log(now)
+                next_log = now + self.log_every_s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.local.delay")
+    parser.add_argument("--testbed", required=True)
+    parser.add_argument("--layout", required=True)
+    parser.add_argument("--started-at", type=float, default=None)
+    parser.add_argument("--log", type=Path)
+    args = parser.parse_args(argv)
+    layout = load_layout(Path(args.layout))
+    topology = build_topology(layout)
+    plan = plan_local(topology, args.testbed)
+    daemon = DelayDaemon(
+        plan, topology, build_drift(layout, topology), args.started_at or time.time(), args.log
+    )
+    stop: dict[str, Any] = {"now": False}
+
+    def request_stop(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    daemon.install()
+    print(json.dumps({"ready": True, "queues": len(daemon.queues)}), flush=True)
+    try:
+        daemon.run(lambda: bool(stop["now"]))
+    finally:
+        daemon.remove()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""python -m testbed.agent --config CONFIG.json: run one LOS agent."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from testbed.agent.service import AgentConfig, serve
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.agent")
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args(argv)
+    serve(AgentConfig.load(args.config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

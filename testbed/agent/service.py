@@ -1,0 +1,558 @@
+"""The LOS agent: availability exchange, LOS decisions, forwarding, training, reports.
+
+One agent runs in every node's network namespace, bound only to the node's own address.
+The LOS core (`testbed.los`) makes every decision; this module only moves data:
+
+    POST /trigger       a prediction job hands over N cached samples (the source node)
+    POST /availability  a mesh neighbour's current availability
+    POST /schedule      decide here for a job (the token lists the nodes tried so far)
+    POST /execute       run this job here with this limit (a neighbour chose us)
+    POST /report        the outcome of a job this node is the source of
+    GET  /payload/<id>  the cached samples of a trigger (fetched by the executing node)
+    GET  /status        counters, neighbours, running jobs (unsigned, read-only)
+
+Every request but /status is signed (HMAC, `auth`); unsigned, forged, stale or malformed
+requests are rejected, counted, and never stop the agent. Training runs in a child
+cgroup of the node's cgroup, its quota being the chosen limit scaled to this host.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import random
+import socket
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from testbed.agent import auth
+from testbed.agent.messages import (
+    job_from_dict,
+    job_to_dict,
+    model_from_dict,
+    model_to_dict,
+    view_from_dict,
+    view_to_dict,
+)
+from testbed.los.decisions import Drop, DropReason, Forward, RunHere, SendTo
+from testbed.los.job import JobKey, RunRecord, TrainingJob
+from testbed.los.runtime_model import RuntimeModel
+from testbed.los.schedulers import DecisionContext, make_scheduler
+from testbed.los.views import NodeView
+from testbed.spec.experiment import LosParams
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    layer: str
+    address: str
+    port: int
+    secret: str
+    peers: dict[str, str]  # node -> address, every node of the testbed
+    capacity_m: float  # the emulated node's CPU (vCPUs x 1000)
+    memory_mb: float
+    cpu_scale: float  # real quota = emulated limit x this
+    cgroup: str  # the node's cgroup, relative to the hierarchy root
+    work_dir: str
+    neighbours: list[str]  # from the layout; the mesh says which are reachable now
+    bandwidth_mbit: dict[str, float] = field(default_factory=dict)
+    prediction_m: float = 0.0  # CPU and memory held by this node's prediction jobs
+    prediction_mb: float = 0.0
+    scheduler: str = "los"
+    los: dict[str, Any] = field(default_factory=dict)
+    gossip_interval_s: float = 2.0
+    mesh: str = "babel"  # babel: neighbours and RTT from babeld; static: from the layout
+    babel_port: int = 33123
+    training: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def url(self, node: str) -> str:
+        return f"http://{self.peers[node]}:{self.port}"
+
+
+class Rejected(Exception):
+    def __init__(self, status: int, why: str) -> None:
+        super().__init__(why)
+        self.status = status
+        self.why = why
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.secret = bytes.fromhex(config.secret)
+        self.params = LosParams(**config.los)
+        self.scheduler = make_scheduler(config.scheduler)
+        self.rng = random.Random(f"{config.seed}-{config.node}")
+        self.work = Path(config.work_dir)
+        (self.work / "jobs").mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self.views: dict[str, NodeView] = {}
+        self.mesh_rtt_ms: dict[str, float | None] = {}
+        self.running: dict[str, tuple[float, float]] = {}  # trigger -> (limit m, memory MB)
+        self.payloads: dict[str, bytes] = {}
+        self.models: dict[str, RuntimeModel] = {}
+        self.busy_streams: dict[str, str] = {}  # stream -> trigger in flight
+        self.counters: Counter[str] = Counter()
+        self.worker: Any = None
+        self.stop = threading.Event()
+        self.events_path = self.work / "events.jsonl"
+
+    # --- events -------------------------------------------------------------------
+    def event(self, kind: str, **fields: Any) -> None:
+        record = {"at": time.time(), "node": self.config.node, "kind": kind, **fields}
+        with self.lock, open(self.events_path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, default=str) + "\n")
+
+    # --- availability ---------------------------------------------------------------
+    def own_view(self) -> NodeView:
+        with self.lock:
+            used = sum(limit for limit, _ in self.running.values())
+            memory = sum(mb for _, mb in self.running.values())
+        return NodeView(
+            node=self.config.node,
+            layer=self.config.layer,
+            cpu_capacity_m=self.config.capacity_m,
+            cpu_free_m=max(0.0, self.config.capacity_m - self.config.prediction_m - used),
+            memory_capacity_mb=self.config.memory_mb,
+            memory_free_mb=max(0.0, self.config.memory_mb - self.config.prediction_mb - memory),
+            reported_at=time.time(),
+        )
+
+    def neighbour_views(self) -> tuple[NodeView, ...]:
+        with self.lock:
+            views = []
+            for node in self.config.neighbours:
+                if self.config.mesh == "babel" and node not in self.mesh_rtt_ms:
+                    continue  # the mesh does not see it (yet, or any more)
+                view = self.views.get(node)
+                if view is None:
+                    continue
+                rtt = self.mesh_rtt_ms.get(node)
+                latency = rtt / 2 if rtt is not None else view.latency_ms
+                bandwidth = self.config.bandwidth_mbit.get(node, 100.0)
+                views.append(
+                    NodeView(**{**asdict(view), "latency_ms": latency, "bandwidth_mbit": bandwidth})
+                )
+            return tuple(views)
+
+    def refresh_mesh(self) -> None:
+        if self.config.mesh != "babel":
+            with self.lock:
+                self.mesh_rtt_ms = dict.fromkeys(self.config.neighbours)
+            return
+        from testbed.local.mesh import parse_babel_dump
+
+        try:
+            with socket.create_connection(("::1", self.config.babel_port), timeout=2) as sock:
+                sock.sendall(b"dump\n")
+                data = b""
+                deadline = time.monotonic() + 2
+                while data.count(b"\nok\n") < 2 and time.monotonic() < deadline:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+        except OSError:
+            return
+        by_address = self._link_local_map()
+        seen: dict[str, float | None] = {}
+        for neighbour in parse_babel_dump(data.decode(errors="replace")):
+            node = by_address.get(neighbour.address)
+            if node is not None and neighbour.bidirectional:
+                seen[node] = neighbour.rtt_ms
+        with self.lock:
+            self.mesh_rtt_ms = seen
+
+    def _link_local_map(self) -> dict[str, str]:
+        path = self.work / "link-local.json"
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def gossip_once(self) -> None:
+        body = json.dumps({"view": view_to_dict(self.own_view())}).encode()
+        with self.lock:
+            targets = [
+                n
+                for n in self.config.neighbours
+                if self.config.mesh != "babel" or n in self.mesh_rtt_ms
+            ]
+        for node in targets:
+            with contextlib.suppress(OSError, Rejected):
+                self.post(node, "/availability", body, timeout=2)
+
+    def background(self) -> None:
+        while not self.stop.is_set():
+            self.refresh_mesh()
+            self.gossip_once()
+            self.stop.wait(self.config.gossip_interval_s)
+
+    # --- talking to other agents ----------------------------------------------------------
+    def post(self, node: str, path: str, body: bytes, timeout: float = 10) -> bytes:
+        headers = {"Content-Type": "application/json", **auth.sign(self.secret, "POST", path, body)}
+        request = urllib.request.Request(
+            self.config.url(node) + path, data=body, method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            raise Rejected(exc.code, exc.read().decode(errors="replace")) from exc
+
+    def get(self, node: str, path: str, timeout: float = 30) -> bytes:
+        headers = auth.sign(self.secret, "GET", path, b"")
+        request = urllib.request.Request(self.config.url(node) + path, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return bytes(response.read())
+
+    # --- the job's way through the mesh ---------------------------------------------------
+    def on_trigger(self, meta: dict[str, Any], samples: bytes) -> dict[str, Any]:
+        stream = str(meta["stream"])
+        kind = str(meta["kind"])
+        trigger = uuid.uuid4().hex[:12]
+        job = TrainingJob(
+            key=JobKey("train", stream, kind),
+            source=self.config.node,
+            period_s=float(meta["period_s"]),
+            memory_prior_mb=float(meta.get("memory_mb", 50.0)),
+            payload_prior_bytes=float(len(samples)),
+        )
+        with self.lock:
+            model = self.models.setdefault(
+                stream,
+                RuntimeModel(
+                    window=self.params.history_window,
+                    min_points_for_fit=self.params.min_runs_for_fit,
+                    refit_every=self.params.refit_every,
+                ),
+            )
+            if stream in self.busy_streams:
+                self.counters["dropped"] += 1
+                self.event(
+                    "dropped",
+                    trigger=trigger,
+                    stream=stream,
+                    reason=str(DropReason.PREVIOUS_RUNNING),
+                    path=[self.config.node],
+                )
+                return {"trigger": trigger, "dropped": str(DropReason.PREVIOUS_RUNNING)}
+            self.busy_streams[stream] = trigger
+            self.payloads[trigger] = samples
+        self.event("triggered", trigger=trigger, stream=stream, bytes=len(samples))
+        order = {
+            "trigger": trigger,
+            "job": job_to_dict(job),
+            "model": model_to_dict(model),
+            "token": [self.config.node],
+            "triggered_at": time.time(),
+        }
+        threading.Thread(target=self.decide, args=(order,), daemon=True).start()
+        return {"trigger": trigger}
+
+    def decide(self, order: dict[str, Any]) -> None:
+        token = tuple(order["token"])
+        job = job_from_dict(order["job"])
+        model = model_from_dict(order["model"])
+        started = time.perf_counter()
+        ctx = DecisionContext(
+            job, model, token, self.own_view(), self.neighbour_views(), self.params, self.rng
+        )
+        decision = self.scheduler.decide(ctx)
+        self.counters["decisions"] += 1
+        self.event(
+            "decided",
+            trigger=order["trigger"],
+            token=list(token),
+            decision=type(decision).__name__,
+            detail=asdict(decision),
+            seconds=time.perf_counter() - started,
+        )
+        try:
+            match decision:
+                case RunHere(limit_m=limit):
+                    self.execute({**order, "limit_m": limit})
+                case SendTo(node=target, limit_m=limit):
+                    self._move(order, target, decision, limit)
+                case Forward(node=target):
+                    self._move(order, target, decision, None)
+                case Drop(reason=reason):
+                    self.report_drop(order, reason, list(token))
+        except Exception as exc:  # a neighbour failed us: the job is lost, say why
+            self.event("error", trigger=order["trigger"], error=repr(exc))
+            self.report_drop(order, DropReason.UNREACHABLE, list(token))
+
+    def _move(self, order: dict[str, Any], target: str, decision: Any, limit: float | None) -> None:
+        token = list(order["token"])
+        if target in token:
+            self.report_drop(order, DropReason.CYCLE, token)
+            return
+        if len(token) > self.params.max_hops:
+            self.report_drop(order, DropReason.MAX_HOPS, token)
+            return
+        moved = {**order, "token": [*token, target]}
+        if isinstance(decision, SendTo):
+            self.post(target, "/execute", json.dumps({**moved, "limit_m": limit}).encode())
+        else:
+            self.post(target, "/schedule", json.dumps(moved).encode())
+        self.counters["forwarded"] += 1
+
+    def report_drop(self, order: dict[str, Any], reason: DropReason, path: list[str]) -> None:
+        report = {
+            "trigger": order["trigger"],
+            "stream": order["job"]["key"]["stream"],
+            "outcome": "dropped",
+            "reason": str(reason),
+            "path": path,
+        }
+        self._send_report(order["job"]["source"], report)
+
+    def _send_report(self, source: str, report: dict[str, Any]) -> None:
+        if source == self.config.node:
+            self.on_report(report)
+        else:
+            with contextlib.suppress(OSError, Rejected):
+                self.post(source, "/report", json.dumps(report).encode())
+
+    # --- running a training here ---------------------------------------------------------
+    def execute(self, order: dict[str, Any]) -> None:
+        job = job_from_dict(order["job"])
+        trigger = order["trigger"]
+        limit = float(order["limit_m"])
+        memory = job.memory_prior_mb
+        with self.lock:
+            self.running[trigger] = (limit, memory)
+        try:
+            fetch_started = time.time()
+            if job.source == self.config.node:
+                samples, t_send = self.payloads[trigger], 0.0
+            else:
+                samples = self.get(job.source, f"/payload/{trigger}")
+                t_send = time.time() - fetch_started
+            samples_path = self.work / "jobs" / f"{trigger}.npy"
+            samples_path.write_bytes(samples)
+            measurement = self._train(job, trigger, samples_path, limit)
+            record = RunRecord(
+                node=self.config.node,
+                limit_m=limit,
+                t_job=measurement.t_job,
+                t_send=t_send,
+                t_start=measurement.t_start,
+                t_stop=measurement.t_stop,
+                memory_mb=float(measurement.report.get("unique_mb", memory)),
+                payload_bytes=float(len(samples)),
+                period_s=job.period_s,
+            )
+            report = {
+                "trigger": trigger,
+                "stream": job.key.stream,
+                "outcome": "executed",
+                "path": order["token"],
+                "run": asdict(record),
+                "version": measurement.report["version"],
+                "real_quota_m": limit * self.config.cpu_scale,
+                "cpu_seconds": measurement.cpu_seconds,
+                "t_total": measurement.t_total,
+                "cgroup": f"{self.config.cgroup}/job-*",
+                "triggered_at": order.get("triggered_at"),
+            }
+            self.counters["executed"] += 1
+            self.event(
+                "executed", **{k: v for k, v in report.items() if k != "run"}, run=asdict(record)
+            )
+        except Exception as exc:
+            self.event("error", trigger=trigger, error=repr(exc), trace=traceback.format_exc())
+            report = {
+                "trigger": trigger,
+                "stream": job.key.stream,
+                "outcome": "dropped",
+                "reason": "failed",
+                "path": order["token"],
+            }
+        finally:
+            with self.lock:
+                self.running.pop(trigger, None)
+        self._send_report(job.source, report)
+
+    def _train(self, job: TrainingJob, trigger: str, samples: Path, limit: float) -> Any:
+        from testbed.jobs.cgroups import CpuGroup, detect
+        from testbed.jobs.runner import WarmWorker
+        from testbed.jobs.training_job import TrainingRequest
+
+        with self.lock:
+            if self.worker is None:
+                self.worker = WarmWorker()
+        source_repo = f"http://{self.config.peers[job.source]}:{self.config.port + 1}"
+        request = TrainingRequest(
+            model_id=job.key.stream,
+            kind=job.key.model,
+            samples_path=str(samples),
+            repository=source_repo,
+            report_path=str(self.work / "jobs" / f"{trigger}.json"),
+            config=self.config.training,
+        )
+        parent = CpuGroup(detect(), self.config.cgroup)
+        return self.worker.run(request, limit * self.config.cpu_scale, parent)
+
+    # --- at the source -------------------------------------------------------------
+    def on_report(self, report: dict[str, Any]) -> None:
+        stream = report["stream"]
+        with self.lock:
+            if report.get("run"):
+                self.models.setdefault(stream, RuntimeModel()).record(RunRecord(**report["run"]))
+            if self.busy_streams.get(stream) == report["trigger"]:
+                del self.busy_streams[stream]
+            self.payloads.pop(report["trigger"], None)
+            self.counters[f"reported-{report['outcome']}"] += 1
+        self.event("report", **report)
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "node": self.config.node,
+                "counters": dict(self.counters),
+                "mesh": dict(self.mesh_rtt_ms),
+                "views": sorted(self.views),
+                "running": list(self.running),
+                "busy_streams": dict(self.busy_streams),
+                "runs": {s: m.total_runs for s, m in self.models.items()},
+            }
+
+
+def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _reply(self, status: int, data: Any, content: str = "application/json") -> None:
+            body = data if isinstance(data, bytes) else json.dumps(data).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length", "0") or 0)
+            if length > 64 << 20:
+                raise Rejected(413, "body too large")
+            return self.rfile.read(length) if length else b""
+
+        def _check(self, method: str, body: bytes) -> None:
+            why = auth.verify(agent.secret, method, self.path, dict(self.headers.items()), body)
+            if why is not None:
+                raise Rejected(401, why)
+
+        def _json(self, body: bytes) -> dict[str, Any]:
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise Rejected(400, f"not JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise Rejected(400, "not a JSON object")
+            return data
+
+        def _guard(self, method: str) -> None:
+            try:
+                body = self._body() if method == "POST" else b""
+                if self.path == "/status" and method == "GET":
+                    self._reply(200, agent.status())
+                    return
+                self._check(method, body)
+                self._route(method, body)
+            except Rejected as exc:
+                agent.counters[f"rejected-{exc.status}"] += 1
+                agent.event("rejected", path=self.path, status=exc.status, why=exc.why)
+                self._reply(exc.status, {"error": exc.why})
+            except (KeyError, TypeError, ValueError) as exc:
+                agent.counters["rejected-400"] += 1
+                agent.event("rejected", path=self.path, status=400, why=repr(exc))
+                self._reply(400, {"error": f"malformed request: {exc!r}"})
+
+        def _route(self, method: str, body: bytes) -> None:
+            if method == "GET" and self.path.startswith("/payload/"):
+                trigger = self.path.rsplit("/", 1)[1]
+                with agent.lock:
+                    payload = agent.payloads.get(trigger)
+                if payload is None:
+                    raise Rejected(404, f"no payload {trigger}")
+                self._reply(200, payload, "application/x-npy")
+                return
+            if method != "POST":
+                raise Rejected(404, f"no route {method} {self.path}")
+            if self.path == "/trigger":
+                meta = json.loads(self.headers.get("X-Trigger", "{}"))
+                for key in ("stream", "kind", "period_s"):
+                    if key not in meta:
+                        raise Rejected(400, f"X-Trigger lacks '{key}'")
+                self._reply(202, agent.on_trigger(meta, body))
+            elif self.path == "/availability":
+                view = view_from_dict(self._json(body)["view"])
+                with agent.lock:
+                    agent.views[view.node] = view
+                self._reply(204, b"")
+            elif self.path == "/schedule":
+                order = self._json(body)
+                job_from_dict(order["job"])  # malformed orders fail here, not in a thread
+                threading.Thread(target=agent.decide, args=(order,), daemon=True).start()
+                self._reply(202, {"accepted": order["trigger"]})
+            elif self.path == "/execute":
+                order = self._json(body)
+                job_from_dict(order["job"])
+                float(order["limit_m"])
+                threading.Thread(target=agent.execute, args=(order,), daemon=True).start()
+                self._reply(202, {"accepted": order["trigger"]})
+            elif self.path == "/report":
+                agent.on_report(self._json(body))
+                self._reply(204, b"")
+            else:
+                raise Rejected(404, f"no route {self.path}")
+
+        def do_GET(self) -> None:
+            self._guard("GET")
+
+        def do_POST(self) -> None:
+            self._guard("POST")
+
+    return Handler
+
+
+def serve(config: AgentConfig) -> None:
+    from testbed.jobs.model_repo import ModelRepository, RepositoryServer
+
+    agent = Agent(config)
+    server = ThreadingHTTPServer((config.address, config.port), make_handler(agent))
+    repository = RepositoryServer(
+        ModelRepository(Path(config.work_dir) / "models"), config.address, config.port + 1
+    )
+    threading.Thread(target=agent.background, daemon=True).start()
+    agent.event("started", address=config.address, port=config.port)
+    print(json.dumps({"ready": True, "node": config.node}), flush=True)
+    with repository:
+        try:
+            server.serve_forever()
+        finally:
+            agent.stop.set()
+            if agent.worker is not None:
+                agent.worker.close()
+
+
+def samples_bytes(array: Any) -> bytes:
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()

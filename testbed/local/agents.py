@@ -1,0 +1,122 @@
+"""Start and stop the LOS agents of the local testbed, one per node namespace.
+
+Agents are entered into their node's network namespace with `nsenter --net` (not
+`ip netns exec`, which remounts /sys and would hide the cgroup tree the agent needs to
+put training jobs under their limits). Each gets a JSON config: its address, the
+testbed's shared secret, its layout neighbours and link bandwidths, its CPU capacity
+and the host scale factor, and the map from mesh link-local addresses to nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import NetNS
+
+from testbed.agent.service import AgentConfig
+from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
+from testbed.network.local_plan import LocalPlan
+from testbed.network.topology import Topology
+
+AGENT_PORT = 7070
+
+
+def link_local_map(plan: LocalPlan) -> dict[str, str]:
+    found = {}
+    for node, namespace in plan.namespaces.items():
+        with NetNS(namespace) as ns:
+            for addr in ns.get_addr(family=socket.AF_INET6):
+                address = addr.get("IFA_ADDRESS")
+                if address and address.startswith("fe80"):
+                    found[address] = node
+    return found
+
+
+def agent_configs(
+    plan: LocalPlan,
+    topology: Topology,
+    state: LocalState,
+    secret: str,
+    mesh: str,
+    overrides: dict[str, dict[str, Any]] | None = None,
+    common: dict[str, Any] | None = None,
+) -> dict[str, AgentConfig]:
+    peers = {node: plan.address_of(node) for node in plan.namespaces}
+    configs = {}
+    for node, spec in topology.nodes.items():
+        neighbours = list(topology.neighbours(node))
+        config = AgentConfig(
+            node=node,
+            layer=spec.layer,
+            address=plan.address_of(node),
+            port=AGENT_PORT,
+            secret=secret,
+            peers=peers,
+            capacity_m=spec.cpu_capacity_m,
+            memory_mb=float(spec.memory_mb),
+            cpu_scale=state.cpu_scale,
+            cgroup=f"{CGROUP_ROOT}/{state.testbed_id}/{node}",
+            work_dir=str(STATE_DIR / state.testbed_id / "agents" / node),
+            neighbours=neighbours,
+            bandwidth_mbit={n: topology.link(node, n).bandwidth_mbit for n in neighbours},
+            mesh=mesh,
+            **(common or {}),
+        )
+        for key, value in (overrides or {}).get(node, {}).items():
+            setattr(config, key, value)
+        configs[node] = config
+    return configs
+
+
+def start_agents(
+    plan: LocalPlan, state: LocalState, configs: dict[str, AgentConfig], timeout_s: float = 30
+) -> dict[str, int]:
+    addresses = link_local_map(plan)
+    repo_root = Path(__file__).resolve().parents[2]
+    processes = {}
+    for node, config in configs.items():
+        work = Path(config.work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "link-local.json").write_text(json.dumps(addresses))
+        path = work / "config.json"
+        path.write_text(json.dumps(asdict(config)))
+        log = open(work / "agent.log", "wb")  # noqa: SIM115
+        processes[node] = subprocess.Popen(
+            [
+                "nsenter",
+                f"--net=/run/netns/{plan.namespaces[node]}",
+                sys.executable,
+                "-m",
+                "testbed.agent",
+                "--config",
+                str(path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+            cwd=repo_root,
+            env={**os.environ, "PYTHONPATH": str(repo_root)},
+        )
+    for node, process in processes.items():
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if '"ready": true' not in line:
+            log_text = (Path(configs[node].work_dir) / "agent.log").read_text()[-2000:]
+            raise RuntimeError(f"agent {node} did not start: {log_text}")
+    pids = {f"agent-{node}": p.pid for node, p in processes.items()}
+    state.daemons.update(pids)
+    state.save()
+    return pids
+
+
+def new_secret() -> str:
+    return secrets.token_hex(32)

@@ -1,0 +1,204 @@
+"""Real LOS agents in real namespaces: forwarding, cgroup limits, authentication."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyroute2 import netns
+
+from testbed.agent import auth
+from testbed.agent.service import samples_bytes
+from testbed.local.agents import agent_configs, new_secret, start_agents
+from testbed.local.mesh import BabelMesh
+from testbed.local.provider import STATE_DIR, down, leftovers, up
+from testbed.network.local_plan import LocalPlan
+from testbed.network.topology import build_topology
+from testbed.spec.loader import load_layout
+from testbed.workload.citypulse import features, load_sensor_file
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or any(shutil.which(c) is None for c in ("ip", "babeld", "nsenter")),
+    reason="needs root, iproute2, babeld and nsenter",
+)
+
+SMALL = """
+name: small
+flavors:
+  fog:  {vcpus: 1, memory_mb: 2048, disk_gb: 20}
+  edge: {vcpus: 1, memory_mb: 1024, disk_gb: 20}
+layers:
+  - {name: fog, flavor: fog, count: 2, link: {latency_ms: 2.0, bandwidth_mbit: 1000}}
+  - name: edge
+    flavor: edge
+    count: 2
+    link: {latency_ms: 2.0, bandwidth_mbit: 100}
+    gateways: [2]
+    uplink: {latency_ms: 5.0, bandwidth_mbit: 100}
+"""
+
+
+@contextlib.contextmanager
+def inside(namespace: str) -> Iterator[None]:
+    netns.pushns(namespace)
+    try:
+        yield
+    finally:
+        netns.popns()
+
+
+class AgentBed:
+    def __init__(self, plan: LocalPlan, secret: str, testbed_id: str) -> None:
+        self.plan = plan
+        self.secret = bytes.fromhex(secret)
+        self.id = testbed_id
+
+    def call(
+        self,
+        node: str,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        sign: bool = True,
+    ) -> tuple[int, bytes]:
+        url = f"http://{self.plan.address_of(node)}:7070{path}"
+        all_headers = {
+            **(auth.sign(self.secret, method, path, body) if sign else {}),
+            **(headers or {}),
+        }
+        request = urllib.request.Request(
+            url, data=body if method == "POST" else None, method=method, headers=all_headers
+        )
+        with inside(self.plan.namespaces[node]):
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    return response.status, response.read()
+            except urllib.error.HTTPError as exc:
+                return exc.code, exc.read()
+
+    def status(self, node: str) -> dict[str, Any]:
+        return dict(json.loads(self.call(node, "GET", "/status", sign=False)[1]))
+
+    def events(self, node: str) -> list[dict[str, Any]]:
+        path = STATE_DIR / self.id / "agents" / node / "events.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentBed]:
+    layout_path = tmp_path_factory.mktemp("layout") / "small.yaml"
+    layout_path.write_text(SMALL)
+    topology = build_topology(load_layout(layout_path))
+    testbed_id = f"t-agents-{os.getpid()}"
+    state, plan = up(topology, testbed_id, cpu_scale=0.5, routing="none")
+    try:
+        mesh = BabelMesh(plan, STATE_DIR / testbed_id)
+        mesh.start()
+        state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
+        state.save()
+        mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
+        secret = new_secret()
+        full = {"prediction_m": 1000.0}  # both edge nodes are exhausted by prediction jobs
+        configs = agent_configs(
+            plan,
+            topology,
+            state,
+            secret,
+            "babel",
+            overrides={"edge-1": full, "edge-2": full},
+            common={"training": {"epochs": 20}, "gossip_interval_s": 0.5},
+        )
+        start_agents(plan, state, configs)
+        bed = AgentBed(plan, secret, testbed_id)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and bed.status("edge-1")["views"] != ["edge-2"]:
+            time.sleep(0.3)
+        yield bed
+    finally:
+        down(testbed_id)
+        assert leftovers(testbed_id)["namespaces"] == []
+
+
+def _samples(citypulse: Path) -> bytes:
+    frame, _ = load_sensor_file(citypulse / "traffic_aug_sep_2014" / "trafficData158324.csv.gz")
+    return samples_bytes(features(frame, "traffic")[:300])
+
+
+def _trigger(bed: AgentBed, body: bytes, stream: str = "s01-traffic") -> str:
+    meta = json.dumps({"stream": stream, "kind": "lstm", "period_s": 240})
+    status, answer = bed.call("edge-1", "POST", "/trigger", body, {"X-Trigger": meta})
+    assert status == 202, answer
+    return str(json.loads(answer)["trigger"])
+
+
+def _report(bed: AgentBed, trigger: str, timeout_s: float = 90) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for event in bed.events("edge-1"):
+            if event["kind"] == "report" and event["trigger"] == trigger:
+                return event
+        time.sleep(0.5)
+    raise AssertionError(f"no report for {trigger}")
+
+
+def test_a_job_forwarded_two_hops_runs_in_the_targets_cgroup(
+    testbed: AgentBed, citypulse: Path
+) -> None:
+    trigger = _trigger(testbed, _samples(citypulse))
+    report = _report(testbed, trigger)
+    assert report["outcome"] == "executed", report
+    assert report["path"][:2] == ["edge-1", "edge-2"] and report["path"][2].startswith("fog-")
+    target = report["path"][2]
+    run = report["run"]
+    assert run["node"] == target and run["t_send"] > 0
+    assert report["real_quota_m"] == pytest.approx(run["limit_m"] * 0.5)
+    quota_s = report["real_quota_m"] / 1000
+    assert report["cpu_seconds"] <= quota_s * (report["t_total"] + 0.2) * 1.03
+    assert report["cgroup"].startswith(f"los-testbed/{testbed.id}/{target}/")
+    executed = [e for e in testbed.events(target) if e["kind"] == "executed"]
+    assert executed and executed[-1]["trigger"] == trigger
+    models = STATE_DIR / testbed.id / "agents" / "edge-1" / "models" / "s01-traffic"
+    assert (models / "v000001" / "model.bin").exists()  # stored at the source's repository
+    decisions = [e for e in testbed.events("edge-2") if e["kind"] == "decided"]
+    assert decisions[-1]["decision"] == "SendTo"
+
+
+def test_a_trigger_while_the_previous_run_goes_on_is_dropped(
+    testbed: AgentBed, citypulse: Path
+) -> None:
+    body = _samples(citypulse)
+    first = _trigger(testbed, body, "s02-traffic")
+    second = _trigger(testbed, body, "s02-traffic")
+    dropped = [
+        e for e in testbed.events("edge-1") if e["kind"] == "dropped" and e["trigger"] == second
+    ]
+    assert dropped and dropped[0]["reason"] == "previous-running"
+    assert _report(testbed, first)["outcome"] == "executed"
+
+
+def test_unauthenticated_and_malformed_requests_are_rejected_and_counted(
+    testbed: AgentBed,
+) -> None:
+    before = testbed.status("fog-1")["counters"]
+    body = json.dumps({"view": {"node": "x"}}).encode()
+    assert testbed.call("fog-1", "POST", "/availability", body, sign=False)[0] == 401
+    forged = {auth.TIME_HEADER: f"{time.time():.3f}", auth.SIGNATURE_HEADER: "0" * 64}
+    assert testbed.call("fog-1", "POST", "/availability", body, forged, sign=False)[0] == 401
+    stale = auth.sign(testbed.secret, "POST", "/availability", body, now=time.time() - 3600)
+    assert testbed.call("fog-1", "POST", "/availability", body, stale, sign=False)[0] == 401
+    assert testbed.call("fog-1", "POST", "/schedule", b"{not json")[0] == 400
+    assert testbed.call("fog-1", "POST", "/execute", b'{"job": {}}')[0] == 400
+    after = testbed.status("fog-1")["counters"]
+    assert after.get("rejected-401", 0) - before.get("rejected-401", 0) == 3
+    assert after.get("rejected-400", 0) - before.get("rejected-400", 0) == 2
+    assert testbed.status("fog-1")["node"] == "fog-1"  # still serving

@@ -163,6 +163,8 @@ def test_down_after_the_runner_is_killed(tmp_path: Path) -> None:
     removed = down(testbed)
     assert removed["namespaces"] >= 1
     assert leftovers(testbed) == {"namespaces": [], "state_file": False, "cgroups": []}
+    time.sleep(2)  # and nothing comes back from what the killed runner left running
+    assert leftovers(testbed) == {"namespaces": [], "state_file": False, "cgroups": []}
     stray = subprocess.run(["pgrep", "-f", f"{testbed}/babeld-"], capture_output=True)
     assert stray.returncode != 0, stray.stdout
 

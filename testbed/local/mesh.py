@@ -129,7 +129,8 @@ class BabelMesh:
         for process in self.processes.values():
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
-            process.wait(timeout=5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=5)
         self.processes.clear()
 
     def _addresses(self) -> dict[str, str]:

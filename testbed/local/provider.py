@@ -227,22 +227,38 @@ def down(testbed_id: str) -> dict[str, int]:
     removed = {"processes": 0, "namespaces": 0, "cgroups": 0}
     for pid in state.daemons.values() if state else []:
         removed["processes"] += _stop(pid)
-    ours = [ns for ns in netns.listnetns() if ns.startswith(prefix + "-")]
-    for namespace in ours:
-        for pid in namespace_pids(namespace):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-                removed["processes"] += 1
     with contextlib.suppress(CgroupUnavailable):
         group = CpuGroup(detect(), f"{CGROUP_ROOT}/{testbed_id}")
         if group.cpu_dir.exists() or group.acct_dir.exists():
             removed["processes"] += len(group.pids())
             group.remove(kill=True)
             removed["cgroups"] += 1
-    for namespace in ours:
-        with contextlib.suppress(FileNotFoundError, OSError):
-            netns.remove(namespace)
+    # A runner killed mid-way can leave pyroute2 helper processes behind that put a
+    # namespace back as they exit: sweep until the namespaces stay gone.
+    quiet_since = None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        ours = [ns for ns in netns.listnetns() if ns.startswith(prefix + "-")]
+        if not ours:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                break
+            time.sleep(0.1)
+            continue
+        quiet_since = None
+        for namespace in ours:
+            for pid in namespace_pids(namespace):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    removed["processes"] += 1
+            try:
+                netns.remove(namespace)
+            except OSError:
+                subprocess.run(["ip", "netns", "delete", namespace], capture_output=True)
             removed["namespaces"] += 1
+    remaining = [ns for ns in netns.listnetns() if ns.startswith(prefix + "-")]
+    if remaining:
+        raise RuntimeError(f"could not remove namespaces {remaining}; run down again")
     with contextlib.suppress(FileNotFoundError):
         (STATE_DIR / f"{testbed_id}.json").unlink()
     shutil.rmtree(STATE_DIR / testbed_id, ignore_errors=True)  # daemons' pid and log files

@@ -54,6 +54,7 @@ test: system-packages lint
 bench: $(STAMP)
 	$(BIN)/testbed bench
 	$(BIN)/testbed bench-workload
+	@if [ "$$(id -u)" = 0 ]; then $(BIN)/testbed bench-local; else echo "bench-local: needs root"; fi
 
 # Measure training time against CPU limits here (root, cgroups; a few minutes) with a warm
 # worker per node, as the agents run jobs, and write the calibration the specs use.

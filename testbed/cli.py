@@ -118,6 +118,20 @@ def cmd_bench_workload(args: argparse.Namespace) -> int:
     return run_workload_bench(data if data.is_dir() else None)
 
 
+def cmd_bench_local(args: argparse.Namespace) -> int:
+    from testbed.local.bench import run_local_bench
+    from testbed.local.capabilities import probe
+
+    caps = probe()
+    if not caps.local_testbed_ready or not caps.babeld:
+        raise UserError(
+            "testbed bench-local",
+            f"this machine cannot host the local testbed ({caps})",
+            "run as root with iproute2, babeld and cgroups",
+        )
+    return run_local_bench(Path(args.layout), args.triggers)
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -295,6 +309,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     workload.add_argument("--data", default=str(Path("..") / "shared" / "data" / "citypulse"))
     workload.set_defaults(func=cmd_bench_workload)
+
+    bench_local = sub.add_parser(
+        "bench-local", help="local testbed: up/down, mesh, decision and per-hop latency"
+    )
+    bench_local.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
+    bench_local.add_argument("--triggers", type=int, default=30)
+    bench_local.set_defaults(func=cmd_bench_local)
 
     replay = sub.add_parser("replay", help="replay one sensor file as a live stream over TCP")
     replay.add_argument("file")

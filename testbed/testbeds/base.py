@@ -21,7 +21,7 @@ class Testbed(Protocol):
 
 
 PLANNED = {
-    "local": "network namespaces on this machine (issue P3)",
+    "local": "experiment runs on network namespaces (issue P3; `testbed up` works)",
     "openstack": "an OpenStack cloud (issue P4)",
 }
 

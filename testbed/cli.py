@@ -180,8 +180,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_up(args: argparse.Namespace) -> int:
     from testbed.local.capabilities import probe
-    from testbed.local.mesh import BabelMesh
-    from testbed.local.provider import STATE_DIR, up
+    from testbed.local.mesh import start_mesh
+    from testbed.local.provider import up
     from testbed.network.topology import build_topology
     from testbed.spec.loader import load_layout
 
@@ -204,10 +204,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     state, plan = up(topology, args.id, args.cpu_scale, routing, delay)
     line = f"{len(plan.namespaces)} nodes up in {state.up_seconds:.2f} s"
     if routing == "none":
-        mesh = BabelMesh(plan, STATE_DIR / args.id)
-        mesh.start()
-        expected = {n: set(topology.neighbours(n)) for n in topology.nodes}
-        line += f", babel mesh converged in {mesh.wait_converged(expected):.1f} s"
+        _, seconds = start_mesh(plan, state, topology)
+        line += f", babel mesh converged in {seconds:.1f} s"
     print(
         f"{args.id}: {line}; CPU scale {state.cpu_scale:.3f}; "
         f"link delay: {state.link_delay} (kernel offers {caps.link_delay}); "

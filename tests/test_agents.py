@@ -19,7 +19,7 @@ from pyroute2 import netns
 from testbed.agent import auth
 from testbed.agent.service import samples_bytes
 from testbed.local.agents import agent_configs, new_secret, start_agents
-from testbed.local.mesh import BabelMesh
+from testbed.local.mesh import start_mesh
 from testbed.local.provider import STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
@@ -102,11 +102,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentBed]:
     testbed_id = f"t-agents-{os.getpid()}"
     state, plan = up(topology, testbed_id, cpu_scale=0.5, routing="none")
     try:
-        mesh = BabelMesh(plan, STATE_DIR / testbed_id)
-        mesh.start()
-        state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
-        state.save()
-        mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
+        start_mesh(plan, state, topology)
         secret = new_secret()
         full = {"prediction_m": 1000.0}  # both edge nodes are exhausted by prediction jobs
         configs = agent_configs(

@@ -23,7 +23,7 @@ from pyroute2 import netns
 from testbed.agent import auth
 from testbed.agent.service import samples_bytes
 from testbed.local.agents import agent_configs, new_secret, start_agents
-from testbed.local.mesh import BabelMesh
+from testbed.local.mesh import start_mesh
 from testbed.local.provider import STATE_DIR, down, up
 from testbed.network.topology import build_topology
 from testbed.spec.loader import load_layout
@@ -49,11 +49,7 @@ def run_local_bench(layout: Path, triggers: int = 30) -> int:
     state, plan = up(topology, testbed_id, routing="none")
     up_s = time.perf_counter() - t0
     try:
-        mesh = BabelMesh(plan, STATE_DIR / testbed_id)
-        mesh.start()
-        state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
-        state.save()
-        converge_s = mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
+        _, converge_s = start_mesh(plan, state, topology)
         secret = new_secret()
         edge = [n for n, s in topology.nodes.items() if s.layer == "edge"]
         full = {n: {"prediction_m": topology.nodes[n].cpu_capacity_m} for n in edge}

@@ -16,10 +16,15 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyroute2 import NetNS, netns
 
+if TYPE_CHECKING:
+    from testbed.local.provider import LocalState
+
 from testbed.network.local_plan import LocalPlan
+from testbed.network.topology import Topology
 
 BABEL_PORT = 33123
 _NEIGHBOUR = re.compile(r"^add neighbour \S+ (?P<fields>.*)$")
@@ -171,3 +176,16 @@ class BabelMesh:
         if pending:
             raise TimeoutError(f"mesh not converged after {timeout_s} s: {sorted(pending)}")
         return time.monotonic() - started
+
+
+def start_mesh(plan: LocalPlan, state: LocalState, topology: Topology) -> tuple[BabelMesh, float]:
+    """Start babeld in every namespace, record the daemons in the testbed's state (so
+    `down` stops them), and wait until every node sees its layout neighbours."""
+    from testbed.local.provider import STATE_DIR
+
+    mesh = BabelMesh(plan, STATE_DIR / state.testbed_id)
+    mesh.start()
+    state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
+    state.save()
+    seconds = mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
+    return mesh, seconds

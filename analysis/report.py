@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -231,6 +233,36 @@ def _resource_section(run: RunData) -> list[str]:
     return lines
 
 
+def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
+    """Cells during which the host's CPU was saturated: their numbers are suspect."""
+    events_path = run.path / "events.jsonl"
+    if not events_path.exists():
+        return []
+    flagged, measured = [], 0
+    for line in events_path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("kind") != "cell-finished":
+                continue
+            for world in event.get("world_events") or []:
+                if world.get("kind") == "host-load":
+                    measured += 1
+                    if world.get("saturated_share", 0) > threshold:
+                        flagged.append((event["cell"], world["saturated_share"]))
+    if not measured:
+        return []
+    lines = ["## Host load", ""]
+    if flagged:
+        lines.append(
+            f"NOT TRUSTWORTHY: the host's CPU was over 95 % busy for more than "
+            f"{threshold:.0%} of these cells, so jobs ran slower than their limits:"
+        )
+        lines += [f"* {cell}: {share:.0%} of the time" for cell, share in flagged]
+    else:
+        lines.append(f"The host's CPU stayed below saturation in all {measured} cells.")
+    return [*lines, ""]
+
+
 def write_report(run_dir: Path | str) -> list[Path]:
     """Draw the figures and write report.md; return the figure files."""
     run = load_run(run_dir)
@@ -240,7 +272,7 @@ def write_report(run_dir: Path | str) -> list[Path]:
         lines += _resource_section(run)
     else:
         lines += _scheduling_section(run)
-    lines += ["", "## Figures", ""]
+    lines += ["", *_host_load_section(run), "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in written if p.suffix == ".png"]
     atomic_write_text(run.path / "report.md", "\n".join(lines) + "\n")
     return written

@@ -198,3 +198,52 @@ def test_unauthenticated_and_malformed_requests_are_rejected_and_counted(
     assert after.get("rejected-401", 0) - before.get("rejected-401", 0) == 3
     assert after.get("rejected-400", 0) - before.get("rejected-400", 0) == 2
     assert testbed.status("fog-1")["node"] == "fog-1"  # still serving
+
+
+def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path) -> None:
+    """One cell of experiment B on real namespaces, agents and training, written in the
+    same results format as the twin's."""
+    import yaml
+
+    from testbed.experiment.runner import run_experiment
+    from testbed.los.schedulers import scheduler_names
+    from testbed.spec.loader import load_experiment
+
+    repo = Path(__file__).resolve().parents[1] / "experiments"
+    (tmp_path / "small.yaml").write_text(SMALL)
+    spec = yaml.safe_load((repo / "los-scheduling.yaml").read_text())
+    spec.update(
+        layout=str(tmp_path / "small.yaml"),
+        calibration=str(repo / "calibration" / "calibrated.yaml"),
+        schedulers=["los"],
+        sweep={"stream_counts": [4], "repetitions": 1},
+        streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
+        local={
+            "time_scale": 0.02,
+            "duration_s": 900,
+            "sweep": {"stream_counts": [4], "repetitions": 1},
+        },
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(path, known_schedulers=scheduler_names())
+    summary = run_experiment(experiment, "local", tmp_path / "results")
+    run_dir = summary.path
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["testbed"] == "local" and manifest["status"] == "complete"
+    assert manifest["capabilities"]["time_scale"] == 0.02
+    import pandas as pd
+
+    rows = pd.read_parquet(run_dir / "tables" / "triggers.parquet")
+    assert len(rows) >= 8 and set(rows["stream_count"]) == {4}
+    executed = rows[rows["outcome"] == "executed"]
+    assert len(executed) > 0
+    assert set(executed["executing_layer"]) == {"fog"}  # both edge nodes are full
+    assert executed["hops"].between(1, 2).all()
+    assert (executed["cpu_limit_m"] <= 400).all() and (executed["t_job"] > 0).all()
+    assert (
+        rows["drop_reason"].isin([None, "previous-running", "cycle", "max-hops"]).all()
+        or rows["drop_reason"].isna().any()
+    )
+    assert summary.drop_rate["los"] < 1.0
+    assert leftovers(f"run-{os.getpid()}")["namespaces"] == []

@@ -76,6 +76,8 @@ class AgentConfig:
     babel_port: int = 33123
     training: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    time_scale: float = 1.0  # real seconds per emulated second: durations are reported /this
+    prewarm: bool = False  # start the warm training worker at once, not at the first job
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -110,6 +112,7 @@ class Agent:
         self.busy_streams: dict[str, str] = {}  # stream -> trigger in flight
         self.counters: Counter[str] = Counter()
         self.worker: Any = None
+        self.worker_lock = threading.Lock()
         self.stop = threading.Event()
         self.events_path = self.work / "events.jsonl"
 
@@ -345,13 +348,14 @@ class Agent:
             samples_path = self.work / "jobs" / f"{trigger}.npy"
             samples_path.write_bytes(samples)
             measurement = self._train(job, trigger, samples_path, limit)
+            scale = self.config.time_scale
             record = RunRecord(
                 node=self.config.node,
                 limit_m=limit,
-                t_job=measurement.t_job,
-                t_send=t_send,
-                t_start=measurement.t_start,
-                t_stop=measurement.t_stop,
+                t_job=measurement.t_job / scale,
+                t_send=t_send / scale,
+                t_start=measurement.t_start / scale,
+                t_stop=measurement.t_stop / scale,
                 memory_mb=float(measurement.report.get("unique_mb", memory)),
                 payload_bytes=float(len(samples)),
                 period_s=job.period_s,
@@ -387,14 +391,19 @@ class Agent:
                 self.running.pop(trigger, None)
         self._send_report(job.source, report)
 
-    def _train(self, job: TrainingJob, trigger: str, samples: Path, limit: float) -> Any:
-        from testbed.jobs.cgroups import CpuGroup, detect
+    def warm_worker(self) -> Any:
         from testbed.jobs.runner import WarmWorker
-        from testbed.jobs.training_job import TrainingRequest
 
-        with self.lock:
+        with self.worker_lock:
             if self.worker is None:
                 self.worker = WarmWorker()
+            return self.worker
+
+    def _train(self, job: TrainingJob, trigger: str, samples: Path, limit: float) -> Any:
+        from testbed.jobs.cgroups import CpuGroup, detect
+        from testbed.jobs.training_job import TrainingRequest
+
+        worker = self.warm_worker()
         source_repo = f"http://{self.config.peers[job.source]}:{self.config.port + 1}"
         request = TrainingRequest(
             model_id=job.key.stream,
@@ -405,7 +414,7 @@ class Agent:
             config=self.config.training,
         )
         parent = CpuGroup(detect(), self.config.cgroup)
-        return self.worker.run(request, limit * self.config.cpu_scale, parent)
+        return worker.run(request, limit * self.config.cpu_scale, parent)
 
     # --- at the source -------------------------------------------------------------
     def on_report(self, report: dict[str, Any]) -> None:
@@ -429,6 +438,7 @@ class Agent:
                 "running": list(self.running),
                 "busy_streams": dict(self.busy_streams),
                 "runs": {s: m.total_runs for s, m in self.models.items()},
+                "worker_ready": self.worker is not None,
             }
 
 
@@ -539,6 +549,8 @@ def serve(config: AgentConfig) -> None:
         ModelRepository(Path(config.work_dir) / "models"), config.address, config.port + 1
     )
     threading.Thread(target=agent.background, daemon=True).start()
+    if config.prewarm:
+        threading.Thread(target=agent.warm_worker, daemon=True).start()
     agent.event("started", address=config.address, port=config.port)
     print(json.dumps({"ready": True, "node": config.node}), flush=True)
     with repository:

@@ -83,7 +83,28 @@ def run_experiment(
 ) -> RunSummary:
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    if testbed == "local":
+        from testbed.testbeds.local import local_view
+
+        experiment = local_view(experiment)
     bed = make_testbed(testbed, experiment)
+    try:
+        return _run(experiment, bed, results_root, fresh, console, clock, started)
+    finally:
+        close = getattr(bed, "close", None)
+        if close is not None:
+            close()
+
+
+def _run(
+    experiment: ResolvedExperiment,
+    bed: Testbed,
+    results_root: Path,
+    fresh: bool,
+    console: Console,
+    clock: Clock,
+    started: float,
+) -> RunSummary:
     spec = experiment.spec
     store, resumed = RunStore.open(
         results_root,

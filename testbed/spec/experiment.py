@@ -83,6 +83,31 @@ class GossipSpec(_Strict):
     mesh_timeout_s: NonNegativeFloat = 6.0
 
 
+class LocalSpec(_Strict):
+    """How the experiment runs on the local testbed (real namespaces, agents, training).
+
+    Time is scaled: one emulated second takes `time_scale` real seconds, so periods,
+    durations and training work shrink together. Fixed costs (HTTP between agents,
+    process start) do not shrink: keep `time_scale` well above them.
+    """
+
+    time_scale: Annotated[float, Field(gt=0, le=1)] = 0.05
+    cpu_scale: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        default=None, description="node quota = vCPUs x 1000 m x this; default: host / layout"
+    )
+    mesh: bool = True
+    delay: bool = True
+    gossip_interval_s: PositiveFloat = Field(default=1.0, description="real seconds")
+    training_epochs: Annotated[int, Field(ge=1)] = 1
+    training_samples: Annotated[int, Field(ge=12)] | None = Field(
+        default=None,
+        description="samples per training run; default: the calibrated work scaled by "
+        "time_scale and cpu_scale",
+    )
+    sweep: SweepSpec | None = Field(default=None, description="a smaller sweep for local runs")
+    duration_s: PositiveFloat | None = Field(default=None, description="emulated seconds")
+
+
 class TimeplanEvent(_Strict):
     """A change of the world at a time: a node leaves or joins, or background load changes."""
 
@@ -137,6 +162,7 @@ class ExperimentSpec(_Strict):
     los: LosParams = LosParams()
     gossip: GossipSpec = GossipSpec()
     timeplan: list[TimeplanEvent] = Field(default_factory=list)
+    local: LocalSpec = LocalSpec()
     reference: Reference = Reference()
     profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
 

@@ -21,13 +21,12 @@ class Testbed(Protocol):
 
 
 PLANNED = {
-    "local": "experiment runs on network namespaces (issue P3; `testbed up` works)",
     "openstack": "an OpenStack cloud (issue P4)",
 }
 
 
 def testbed_names() -> list[str]:
-    return ["twin", *PLANNED]
+    return ["twin", "local", *PLANNED]
 
 
 def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
@@ -35,6 +34,10 @@ def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
         from testbed.testbeds.twin import TwinTestbed
 
         return TwinTestbed(experiment)
+    if name == "local":
+        from testbed.testbeds.local import LocalTestbed
+
+        return LocalTestbed(experiment)
     if name in PLANNED:
         raise UserError(
             f"--testbed {name}",

@@ -4,8 +4,9 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-local.lock pyproject.toml | cksum | cut -d' ' -f1)
 NFQUEUE_HEADER := /usr/include/libnetfilter_queue/libnetfilter_queue.h
+# the stamp names the inputs of the install, so a change to any of them reinstalls
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-local.lock pyproject.toml | cksum | cut -d' ' -f1)$(if $(wildcard $(NFQUEUE_HEADER)),-nfq,)
 # torch is the CPU build (torch==2.13.0+cpu); machines of this project keep its wheel in
 # /opt/wheels. Elsewhere: make PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 WHEELS := $(wildcard /opt/wheels)
@@ -41,7 +42,8 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-experiment: $(STAMP)
+# the local testbed needs its Debian packages before the Python ones (netfilterqueue)
+experiment: $(if $(filter local,$(TESTBED)),system-packages,) $(STAMP)
 	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED)
 
 lint: $(STAMP)

@@ -8,6 +8,7 @@ namespaces, veth, bridges and NFQUEUE, but no netem qdisc and no batman-adv modu
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -64,7 +65,8 @@ def _probe_netem(namespace: str) -> bool:
 
 
 def _probe_nfqueue(namespace: str) -> bool:
-    if shutil.which("iptables") is None:
+    """The kernel's NFQUEUE target, iptables, and the Python binding the daemon uses."""
+    if shutil.which("iptables") is None or importlib.util.find_spec("netfilterqueue") is None:
         return False
     rule = [
         "-t",

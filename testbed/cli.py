@@ -67,6 +67,20 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.compare import compare_runs
+
+    for run_dir in (args.run_dir, args.other):
+        if not (Path(run_dir) / "manifest.json").is_file():
+            raise UserError(
+                run_dir,
+                "not a run directory (no manifest.json)",
+                "pass directories under results/ made by 'testbed run'",
+            )
+    print(compare_runs(Path(args.run_dir), Path(args.other)))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     experiment = _load(Path(args.spec), args.profile, None)
     spec = experiment.spec
@@ -95,6 +109,16 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         _report(summary.path, console)
         lines.append(summary.line(experiment.spec.name, args.testbed))
         reports.append(summary.path)
+        if args.testbed == "local":  # the twin on the same spec, seed and sweep, to compare
+            from analysis.compare import compare_runs
+            from testbed.testbeds.local import local_view
+
+            twin = run_experiment(
+                local_view(experiment), "twin", Path(args.results), console=console
+            )
+            _report(twin.path, console)
+            lines.append(twin.line(experiment.spec.name, "twin"))
+            console.print(f"comparison: {compare_runs(summary.path, twin.path)}")
     for line in lines:
         print(line)
     print("figures and reports:")
@@ -284,6 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="figures and report.md for a run directory")
     report.add_argument("run_dir")
     report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="compare two runs of the same spec, by figure")
+    compare.add_argument("run_dir")
+    compare.add_argument("other")
+    compare.set_defaults(func=cmd_compare)
 
     validate = sub.add_parser("validate", help="check an experiment spec and what it refers to")
     validate.add_argument("spec")

@@ -144,3 +144,33 @@ def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
+
+
+def test_two_runs_are_compared_figure_by_figure(runs: dict[str, Path], tmp_path: Path) -> None:
+    from analysis.compare import compare_runs
+
+    other = tmp_path / "other"
+    for experiment in FIGURES:
+        code = main(
+            [
+                "run",
+                str(REPO / "experiments" / f"{experiment}.yaml"),
+                "--profile",
+                "quick",
+                "--seed",
+                "7",
+                "--results",
+                str(other),
+            ]
+        )
+        assert code == 0
+        (second,) = [p for p in other.iterdir() if p.name.endswith(f"{experiment}-twin")]
+        path = compare_runs(runs[experiment], second)
+        text = path.read_text()
+        assert text.count("|") > 20 and "twin" in text
+        figure = (
+            "compare_fig5_twin_twin"
+            if experiment.startswith("resource")
+            else ("compare_fig7_twin_twin")
+        )
+        assert (runs[experiment] / "figures" / f"{figure}.png").exists()

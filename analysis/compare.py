@@ -1,0 +1,138 @@
+"""Compare two runs of the same spec and seed (e.g. the local testbed against the twin),
+figure by figure, from their run directories only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from analysis import figure_data
+from analysis.figures import save
+from analysis.run_data import RunData, load_run
+from testbed.results.atomic import atomic_write_text
+
+
+def _label(run: RunData) -> str:
+    return str(run.manifest.get("testbed"))
+
+
+def _fig7_both(a: RunData, b: RunData, out: Path) -> list[Path]:
+    frames = []
+    for run in (a, b):
+        cells = figure_data.drop_rates(run.triggers)
+        frames.append(cells.assign(testbed=_label(run), drop_pct=cells["drop_rate"] * 100))
+    data = pd.concat(frames, ignore_index=True)
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    sns.lineplot(
+        data=data,
+        x="stream_count",
+        y="drop_pct",
+        hue="scheduler",
+        style="testbed",
+        marker="o",
+        errorbar="sd",
+        err_style="bars",
+        ax=ax,
+    )
+    ax.set_xlabel("streams")
+    ax.set_ylabel("dropped training jobs (%)")
+    ax.set_ylim(-3, 103)
+    ax.set_title(f"Fig. 7 on {_label(a)} and {_label(b)} (same spec and seed)", fontsize=9)
+    return save(fig, out, f"compare_fig7_{_label(a)}_{_label(b)}")
+
+
+def _fig5_both(a: RunData, b: RunData, out: Path) -> list[Path]:
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for run in (a, b):
+        data = figure_data.per_iteration(run.triggers)
+        axes[0].plot(
+            data["iteration"], data["cpu_limit_m"], marker="o", markersize=3, label=_label(run)
+        )
+        axes[1].plot(
+            data["iteration"],
+            data["relative_residual"],
+            marker="o",
+            markersize=3,
+            label=_label(run),
+        )
+    axes[0].set_ylabel("mean CPU limit (m)")
+    axes[1].set_ylabel("mean relative residual")
+    for ax in axes:
+        ax.set_xlabel("training iteration")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Fig. 5a/c on {_label(a)} and {_label(b)}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, f"compare_fig5_{_label(a)}_{_label(b)}")
+
+
+def compare_runs(first: Path | str, second: Path | str) -> Path:
+    """Write `comparison-<second testbed>.md` (and figures) into the first run."""
+    a, b = load_run(first), load_run(second)
+    out = a.path / "figures"
+    lines = [
+        f"# {a.manifest.get('experiment')}: {_label(a)} against {_label(b)}",
+        "",
+        f"* {_label(a)}: {a.path.name}, seed {a.manifest.get('seed')}",
+        f"* {_label(b)}: {b.path.name}, seed {b.manifest.get('seed')}",
+        "",
+    ]
+    if a.kind == "resource-optimization":
+        figures = _fig5_both(a, b, out)
+        rows = []
+        pa, pb = figure_data.per_iteration(a.triggers), figure_data.per_iteration(b.triggers)
+        for iteration in sorted(set(pa["iteration"]) & set(pb["iteration"]))[:12]:
+            ra = pa[pa["iteration"] == iteration].iloc[0]
+            rb = pb[pb["iteration"] == iteration].iloc[0]
+            rows.append(
+                f"| {iteration} | {ra['cpu_limit_m']:.0f} | {rb['cpu_limit_m']:.0f} | "
+                f"{ra['t_job']:.1f} | {rb['t_job']:.1f} | {ra['relative_residual']:.0%} | "
+                f"{rb['relative_residual']:.0%} |"
+            )
+        lines += [
+            "## Fig. 5, per iteration",
+            "",
+            f"| iteration | limit m ({_label(a)}) | limit m ({_label(b)}) | t_job s "
+            f"({_label(a)}) | t_job s ({_label(b)}) | residual ({_label(a)}) | residual "
+            f"({_label(b)}) |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    else:
+        figures = _fig7_both(a, b, out)
+        sa = figure_data.drop_rate_summary(a.triggers)
+        sb = figure_data.drop_rate_summary(b.triggers)
+        lines += [
+            "## Fig. 7, drop rate",
+            "",
+            f"| scheduler | streams | {_label(a)} | {_label(b)} |",
+            "|---|---|---|---|",
+        ]
+        for row in sa.itertuples():
+            other = sb[
+                (sb["scheduler"] == row.scheduler) & (sb["stream_count"] == row.stream_count)
+            ]
+            theirs = f"{other['mean'].iloc[0]:.1%}" if not other.empty else "–"
+            lines.append(f"| {row.scheduler} | {row.stream_count} | {row.mean:.1%} | {theirs} |")
+        ha, hb = figure_data.hop_shares(a.triggers), figure_data.hop_shares(b.triggers)
+        lines += [
+            "",
+            "## Fig. 6, executed jobs by hop depth (LOS)",
+            "",
+            f"| streams | hops | {_label(a)} | {_label(b)} |",
+            "|---|---|---|---|",
+        ]
+        for row in ha[ha["scheduler"] == "los"].itertuples():
+            other = hb[
+                (hb["scheduler"] == "los")
+                & (hb["stream_count"] == row.stream_count)
+                & (hb["hops"] == row.hops)
+            ]
+            theirs = f"{other['share'].iloc[0]:.0%}" if not other.empty else "0%"
+            lines.append(f"| {row.stream_count} | {row.hops} | {row.share:.0%} | {theirs} |")
+    lines += ["", *[f"![{p.stem}](figures/{p.name})" for p in figures if p.suffix == ".png"]]
+    path = a.path / f"comparison-{_label(b)}.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path

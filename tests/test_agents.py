@@ -217,6 +217,10 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
         calibration=str(repo / "calibration" / "calibrated.yaml"),
         schedulers=["los"],
         sweep={"stream_counts": [4], "repetitions": 1},
+        timeplan=[
+            {"at_s": 300, "action": "leave", "node": "fog-1"},
+            {"at_s": 600, "action": "join", "node": "fog-1"},
+        ],
         streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
         local={
             "time_scale": 0.02,
@@ -246,4 +250,11 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
         or rows["drop_reason"].isna().any()
     )
     assert summary.drop_rate["los"] < 1.0
+    cell = next(
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"cell-finished"' in line
+    )
+    applied = [(w["kind"], w["sim_time"]) for w in cell["world_events"] if "sim_time" in w]
+    assert applied == [("timeplan-leave", 300), ("timeplan-join", 600)]
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []

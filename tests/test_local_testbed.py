@@ -219,3 +219,34 @@ def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
     finally:
         down(testbed)
     assert leftovers(testbed)["namespaces"] == []
+
+
+@local
+def test_timeplan_faults_on_real_namespaces(topology: Topology) -> None:
+    from testbed.local.faults import Faults
+
+    testbed = f"t-faults-{os.getpid()}"
+    state, plan = up(topology, testbed, routing="static")
+    try:
+        faults = Faults(plan, state)
+        assert ping(plan, "edge-1", "edge-2")
+        faults.apply("leave", ["edge-2"], None)
+        assert not ping(plan, "edge-1", "edge-2") and "edge-2" in faults.down
+        faults.apply("join", ["edge-2"], None)
+        deadline = time.monotonic() + 5
+        while not ping(plan, "edge-1", "edge-2") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ping(plan, "edge-1", "edge-2")
+        faults.apply("load", ["edge-1"], 600.0)
+        group = CpuGroup(detect(), f"{CGROUP_ROOT}/{testbed}/edge-1/background")
+        assert group.limit_m() == pytest.approx(600 * state.cpu_scale, abs=0.5)
+        before = group.usage_s()
+        time.sleep(1.0)
+        burnt = group.usage_s() - before
+        assert 0.2 * 600 * state.cpu_scale / 1000 < burnt < 1.3 * 600 * state.cpu_scale / 1000
+        faults.apply("leave", ["fog-3"], None)
+        faults.reset()
+        assert not faults.loads and not faults.down
+        assert ping(plan, "fog-2", "fog-3")
+    finally:
+        down(testbed)

@@ -8,6 +8,7 @@ triggers at their periods, in scaled time: one emulated second takes
 `local.time_scale` real seconds, and each training run trains on as many real samples
 as keep its work in proportion (calibrated work x time scale x CPU scale).
 
+The spec's timeplan is applied at its (scaled) times by `testbed.local.faults`.
 Streams are driven by a trigger driver that hands each source agent the stream's next
 window of real CityPulse samples (synthetic ones without the data), as the prediction
 job would; the prediction jobs' own CPU use is declared to the agents, not burnt.
@@ -38,11 +39,12 @@ from testbed.experiment.outcome import CellOutcome
 from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.local.agents import AGENT_PORT, agent_configs, new_secret, start_agents
 from testbed.local.capabilities import Capabilities, probe
+from testbed.local.faults import Faults
 from testbed.local.mesh import start_mesh
 from testbed.local.provider import STATE_DIR, LocalState, down, up
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
-from testbed.spec.experiment import ResolvedExperiment
+from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
 from testbed.workload.citypulse import FEATURES, features, find_sensor_files, load_sensor_file
 from testbed.workload.detectors import DATA_OF
 from testbed.workload.synthetic import SyntheticSpec, generate
@@ -211,9 +213,13 @@ class LocalTestbed:
         try:
             self._wait_ready(plan)
             time.sleep(3 * local.gossip_interval_s)
-            with HostLoad() as host:
-                started, sent = self._drive(plan, streams, local.time_scale)
-                self._drain(sent, streams, local.time_scale)
+            faults = Faults(plan, state)
+            try:
+                with HostLoad() as host:
+                    started, sent, world = self._drive(plan, streams, local.time_scale, faults)
+                    self._drain(sent, streams, local.time_scale)
+            finally:
+                faults.reset()
             events = self._collect()
         finally:
             for name, pid in pids.items():
@@ -222,7 +228,7 @@ class LocalTestbed:
                 state.daemons.pop(name, None)
             state.save()
         rows = self._rows(cell, streams, sent, events, started, local.time_scale)
-        world = [
+        world += [
             {
                 "kind": "host-load",
                 "saturated_share": round(host.saturated_share, 3),
@@ -267,30 +273,59 @@ class LocalTestbed:
             netns.popns()
 
     def _drive(
-        self, plan: LocalPlan, streams: list[StreamDef], scale: float
-    ) -> tuple[float, list[tuple[str | None, StreamDef, float]]]:
-        """Send every stream's triggers at its (scaled) period until the cell's end."""
+        self, plan: LocalPlan, streams: list[StreamDef], scale: float, faults: Faults
+    ) -> tuple[float, list[tuple[str | None, StreamDef, float]], list[dict[str, Any]]]:
+        """Send every stream's triggers at its (scaled) period until the cell's end, and
+        apply the timeplan at its times."""
         spec = self.experiment.spec
         size = self._training_samples()
-        queue = [(s.first_trigger_s, k, s) for k, s in enumerate(streams)]
+        queue: list[tuple[float, int, Any]] = [
+            (s.first_trigger_s, k, s) for k, s in enumerate(streams)
+        ]
+        queue += [(e.at_s, -1 - i, e) for i, e in enumerate(spec.timeplan)]
         heapq.heapify(queue)
         offsets = {s.id: 0 for s in streams}
         sent: list[tuple[str | None, StreamDef, float]] = []
+        world: list[dict[str, Any]] = []
         started = time.monotonic()
         while queue:
-            at, k, stream = heapq.heappop(queue)
+            at, k, item = heapq.heappop(queue)
             if at >= spec.duration_s:
                 continue
             wait = started + at * scale - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
+            if isinstance(item, TimeplanEvent):
+                nodes = (
+                    [item.node]
+                    if item.node
+                    else [
+                        n
+                        for n, spec_node in self.topology.nodes.items()
+                        if spec_node.layer == item.layer
+                    ]
+                )
+                faults.apply(item.action, nodes, item.cpu_m)
+                world.append(
+                    {
+                        "sim_time": at,
+                        "kind": f"timeplan-{item.action}",
+                        "nodes": nodes,
+                        "cpu_m": item.cpu_m,
+                        "applied_at": time.time(),
+                    }
+                )
+                continue
+            stream: StreamDef = item
+            heapq.heappush(queue, (at + stream.period_s, k, stream))
+            if stream.node in faults.down:
+                continue  # its prediction job is gone with the node
             data = self.samples[stream.model]
             start = (offsets[stream.id] + 97 * k) % max(1, len(data) - size)
             offsets[stream.id] += size
             trigger = self._post_trigger(plan, stream, samples_bytes(data[start : start + size]))
             sent.append((trigger, stream, at))
-            heapq.heappush(queue, (at + stream.period_s, k, stream))
-        return started, sent
+        return started, sent, world
 
     def _drain(
         self,

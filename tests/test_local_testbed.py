@@ -14,7 +14,7 @@ import pytest
 
 from testbed.jobs.cgroups import CpuGroup, detect
 from testbed.local.capabilities import probe
-from testbed.local.mesh import BabelMesh, parse_babel_dump
+from testbed.local.mesh import BabelMesh, parse_babel_dump, parse_installed_routes
 from testbed.local.provider import CGROUP_ROOT, STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
@@ -71,6 +71,7 @@ def test_babel_dump_parsing() -> None:
         "txcost 65535 rtt 1.5 rttcost 0 cost 65535\n"
         "add route 55ee17 prefix 10.77.0.12/32 from 0.0.0.0/0 installed yes\n"
     )
+    assert parse_installed_routes(text) == {"10.77.0.12/32"}
     first, second = parse_babel_dump(text)
     assert first.address == "fe80::1" and first.rtt_ms == 0.633 and first.bidirectional
     assert second.interface == "eth-fog" and not second.bidirectional

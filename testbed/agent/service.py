@@ -323,12 +323,19 @@ class Agent:
         }
         self._send_report(order["job"]["source"], report)
 
-    def _send_report(self, source: str, report: dict[str, Any]) -> None:
+    def _send_report(self, source: str, report: dict[str, Any], attempts: int = 5) -> None:
         if source == self.config.node:
             self.on_report(report)
-        else:
-            with contextlib.suppress(OSError, Rejected):
+            return
+        for attempt in range(attempts):  # the route back may be re-forming: retry a little
+            try:
                 self.post(source, "/report", json.dumps(report).encode())
+                return
+            except (OSError, Rejected) as exc:
+                if attempt == attempts - 1:
+                    self.event("report-lost", trigger=report["trigger"], error=repr(exc))
+                else:
+                    time.sleep(1.0)
 
     # --- running a training here ---------------------------------------------------------
     def execute(self, order: dict[str, Any]) -> None:

@@ -45,6 +45,19 @@ class BabelNeighbour:
         return self.cost < 0xFFFF
 
 
+_ROUTE = re.compile(r"^add route \S+ prefix (?P<prefix>\S+) .*installed yes")
+
+
+def parse_installed_routes(text: str) -> set[str]:
+    """Prefixes of the routes babeld has installed in the kernel (pure)."""
+    found = set()
+    for line in text.splitlines():
+        match = _ROUTE.match(line.strip())
+        if match:
+            found.add(match.group("prefix"))
+    return found
+
+
 def parse_babel_dump(text: str) -> list[BabelNeighbour]:
     """The neighbours in a babeld `dump` (pure)."""
     found = []
@@ -162,6 +175,27 @@ class BabelMesh:
                 found.append(MeshNeighbour(addresses[n.address], n.interface, n.rtt_ms, n.cost))
         return sorted(found, key=lambda m: m.node)
 
+    def wait_routes(self, timeout_s: float = 30.0) -> float:
+        """Wait until every node has a route to every node it shares no network with."""
+        started = time.monotonic()
+        pending = set(self.plan.namespaces)
+        while pending and time.monotonic() - started < timeout_s:
+            for node in list(pending):
+                mine = {i.network for i in self.plan.interfaces_of(node)}
+                needed = {
+                    f"{i.ip}/32"
+                    for i in self.plan.interfaces
+                    if i.node != node and i.network not in mine
+                }
+                with contextlib.suppress(OSError):
+                    if needed <= parse_installed_routes(self.dump(node)):
+                        pending.discard(node)
+            if pending:
+                time.sleep(0.3)
+        if pending:
+            raise TimeoutError(f"mesh routes incomplete after {timeout_s} s: {sorted(pending)}")
+        return time.monotonic() - started
+
     def wait_converged(self, expected: dict[str, set[str]], timeout_s: float = 30.0) -> float:
         """Wait until every node sees exactly its expected neighbours; return the seconds."""
         started = time.monotonic()
@@ -180,7 +214,8 @@ class BabelMesh:
 
 def start_mesh(plan: LocalPlan, state: LocalState, topology: Topology) -> tuple[BabelMesh, float]:
     """Start babeld in every namespace, record the daemons in the testbed's state (so
-    `down` stops them), and wait until every node sees its layout neighbours."""
+    `down` stops them), and wait until every node sees its layout neighbours and has
+    routes to every node beyond them."""
     from testbed.local.provider import STATE_DIR
 
     mesh = BabelMesh(plan, STATE_DIR / state.testbed_id)
@@ -188,4 +223,5 @@ def start_mesh(plan: LocalPlan, state: LocalState, topology: Topology) -> tuple[
     state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
     state.save()
     seconds = mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
+    seconds += mesh.wait_routes()
     return mesh, seconds

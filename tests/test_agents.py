@@ -217,6 +217,7 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
         calibration=str(repo / "calibration" / "calibrated.yaml"),
         schedulers=["los"],
         sweep={"stream_counts": [4], "repetitions": 1},
+        iterations=3,
         timeplan=[
             {"at_s": 300, "action": "leave", "node": "fog-1"},
             {"at_s": 600, "action": "join", "node": "fog-1"},
@@ -250,6 +251,7 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
         or rows["drop_reason"].isna().any()
     )
     assert summary.drop_rate["los"] < 1.0
+    assert executed.groupby("stream").size().max() <= 3  # streams stop after 3 trainings
     cell = next(
         json.loads(line)
         for line in (run_dir / "events.jsonl").read_text().splitlines()

@@ -317,6 +317,8 @@ class LocalTestbed:
                 )
                 continue
             stream: StreamDef = item
+            if spec.iterations is not None and self._executed(stream.id) >= spec.iterations:
+                continue  # the stream has had its trainings: it stops, as on the twin
             heapq.heappush(queue, (at + stream.period_s, k, stream))
             if stream.node in faults.down:
                 continue  # its prediction job is gone with the node
@@ -345,6 +347,16 @@ class LocalTestbed:
             if wanted <= done:
                 return
             time.sleep(0.5)
+
+    def _executed(self, stream: str) -> int:
+        """Executed trainings of a stream so far, from its source agent's reports."""
+        return sum(
+            1
+            for e in self._collect()
+            if e["kind"] == "report"
+            and e.get("stream") == stream
+            and e.get("outcome") == "executed"
+        )
 
     def _collect(self) -> list[dict[str, Any]]:
         events = []

@@ -233,6 +233,9 @@ def down(testbed_id: str) -> dict[str, int]:
             removed["processes"] += len(group.pids())
             group.remove(kill=True)
             removed["cgroups"] += 1
+        for directory in CpuGroup(detect(), CGROUP_ROOT).dirs:  # the shared root, once empty
+            with contextlib.suppress(OSError):
+                directory.rmdir()
     # A runner killed mid-way can leave pyroute2 helper processes behind that put a
     # namespace back as they exit: sweep until the namespaces stay gone.
     quiet_since = None

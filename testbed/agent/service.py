@@ -22,7 +22,6 @@ import contextlib
 import io
 import json
 import random
-import socket
 import threading
 import time
 import traceback
@@ -115,6 +114,10 @@ class Agent:
         self.worker_lock = threading.Lock()
         self.stop = threading.Event()
         self.events_path = self.work / "events.jsonl"
+        link_local = self.work / "link-local.json"  # written by the deployer, read once
+        self.link_local: dict[str, str] = (
+            dict(json.loads(link_local.read_text())) if link_local.exists() else {}
+        )
 
     # --- events -------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> None:
@@ -159,32 +162,20 @@ class Agent:
             with self.lock:
                 self.mesh_rtt_ms = dict.fromkeys(self.config.neighbours)
             return
-        from testbed.local.mesh import parse_babel_dump
+        from testbed.local.mesh import parse_babel_dump, read_babel_dump
 
         try:
-            with socket.create_connection(("::1", self.config.babel_port), timeout=2) as sock:
-                sock.sendall(b"dump\n")
-                data = b""
-                deadline = time.monotonic() + 2
-                while data.count(b"\nok\n") < 2 and time.monotonic() < deadline:
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
+            dump = read_babel_dump(self.config.babel_port)
         except OSError:
             return
-        by_address = self._link_local_map()
+        by_address = self.link_local
         seen: dict[str, float | None] = {}
-        for neighbour in parse_babel_dump(data.decode(errors="replace")):
+        for neighbour in parse_babel_dump(dump):
             node = by_address.get(neighbour.address)
             if node is not None and neighbour.bidirectional:
                 seen[node] = neighbour.rtt_ms
         with self.lock:
             self.mesh_rtt_ms = seen
-
-    def _link_local_map(self) -> dict[str, str]:
-        path = self.work / "link-local.json"
-        return dict(json.loads(path.read_text())) if path.exists() else {}
 
     def gossip_once(self) -> None:
         body = json.dumps({"view": view_to_dict(self.own_view())}).encode()

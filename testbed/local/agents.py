@@ -12,32 +12,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import NetNS
-
 from testbed.agent.service import AgentConfig
+from testbed.local.mesh import link_local_addresses
 from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology
 
 AGENT_PORT = 7070
-
-
-def link_local_map(plan: LocalPlan) -> dict[str, str]:
-    found = {}
-    for node, namespace in plan.namespaces.items():
-        with NetNS(namespace) as ns:
-            for addr in ns.get_addr(family=socket.AF_INET6):
-                address = addr.get("IFA_ADDRESS")
-                if address and address.startswith("fe80"):
-                    found[address] = node
-    return found
 
 
 def agent_configs(
@@ -79,7 +66,7 @@ def agent_configs(
 def start_agents(
     plan: LocalPlan, state: LocalState, configs: dict[str, AgentConfig], timeout_s: float = 30
 ) -> dict[str, int]:
-    addresses = link_local_map(plan)
+    addresses = link_local_addresses(plan)
     repo_root = Path(__file__).resolve().parents[2]
     processes = {}
     for node, config in configs.items():

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyroute2 import netns
 
 from testbed.agent import auth
 from testbed.agent.service import samples_bytes
 from testbed.local.agents import agent_configs, new_secret, start_agents
-from testbed.local.mesh import start_mesh
+from testbed.local.mesh import entered, start_mesh
 from testbed.local.provider import STATE_DIR, down, up
 from testbed.network.topology import build_topology
 from testbed.spec.loader import load_layout
@@ -80,11 +79,8 @@ def run_local_bench(layout: Path, triggers: int = 30) -> int:
                 method="POST",
                 headers=headers,
             )
-            netns.pushns(plan.namespaces[source])
-            try:
+            with entered(plan.namespaces[source]):
                 urllib.request.urlopen(request, timeout=10).read()
-            finally:
-                netns.popns()
             time.sleep(0.2)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

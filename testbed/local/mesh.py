@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -94,14 +95,20 @@ def mesh_kind() -> str:
     return "batman-adv" if Path("/sys/module/batman_adv").exists() else "babel"
 
 
-def _in_namespace(namespace: str, host: str, port: int, payload: bytes, timeout: float) -> bytes:
+@contextlib.contextmanager
+def entered(namespace: str) -> Iterator[None]:
+    """Run the block (this thread) in a network namespace; sockets made there stay there."""
     netns.pushns(namespace)
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        yield
     finally:
         netns.popns()
-    with sock:
-        sock.sendall(payload)
+
+
+def read_babel_dump(port: int = BABEL_PORT, timeout: float = 2.0) -> str:
+    """`dump` of the babeld of the current network namespace (its local interface)."""
+    with socket.create_connection(("::1", port), timeout=timeout) as sock:
+        sock.sendall(b"dump\n")
         data = b""
         deadline = time.monotonic() + timeout
         # the greeting ends with "ok", and so does the answer to the command
@@ -113,7 +120,20 @@ def _in_namespace(namespace: str, host: str, port: int, payload: bytes, timeout:
             if not chunk:
                 break
             data += chunk
-        return data
+    return data.decode(errors="replace")
+
+
+def link_local_addresses(plan: LocalPlan) -> dict[str, str]:
+    """IPv6 link-local address -> node, read from the namespaces (babel names neighbours
+    by these)."""
+    found = {}
+    for node, namespace in plan.namespaces.items():
+        with NetNS(namespace) as ns:
+            for addr in ns.get_addr(family=socket.AF_INET6):
+                address = addr.get("IFA_ADDRESS")
+                if address and address.startswith("fe80"):
+                    found[address] = node
+    return found
 
 
 class BabelMesh:
@@ -152,19 +172,13 @@ class BabelMesh:
         self.processes.clear()
 
     def _addresses(self) -> dict[str, str]:
-        """IPv6 link-local address -> node, read from the namespaces."""
         if not self._link_local:
-            for node, namespace in self.plan.namespaces.items():
-                with NetNS(namespace) as ns:
-                    for addr in ns.get_addr(family=socket.AF_INET6):
-                        address = addr.get("IFA_ADDRESS")
-                        if address and address.startswith("fe80"):
-                            self._link_local[address] = node
+            self._link_local = link_local_addresses(self.plan)
         return self._link_local
 
     def dump(self, node: str, timeout: float = 2.0) -> str:
-        raw = _in_namespace(self.plan.namespaces[node], "::1", BABEL_PORT, b"dump\n", timeout)
-        return raw.decode(errors="replace")
+        with entered(self.plan.namespaces[node]):
+            return read_babel_dump(BABEL_PORT, timeout)
 
     def neighbours(self, node: str) -> list[MeshNeighbour]:
         """Bidirectional neighbours of `node` as the mesh daemon sees them now."""

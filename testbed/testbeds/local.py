@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pyroute2 import netns
 
 from testbed.agent import auth
 from testbed.agent.service import samples_bytes
@@ -40,7 +39,7 @@ from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.local.agents import AGENT_PORT, agent_configs, new_secret, start_agents
 from testbed.local.capabilities import Capabilities, probe
 from testbed.local.faults import Faults
-from testbed.local.mesh import start_mesh
+from testbed.local.mesh import entered, start_mesh
 from testbed.local.provider import STATE_DIR, LocalState, down, up
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
@@ -243,16 +242,14 @@ class LocalTestbed:
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
             for node in list(pending):
-                netns.pushns(plan.namespaces[node])
-                try:
-                    url = f"http://{plan.address_of(node)}:{AGENT_PORT}/status"
-                    with urllib.request.urlopen(url, timeout=5) as response:
-                        if json.loads(response.read()).get("worker_ready"):
-                            pending.discard(node)
-                except OSError:
-                    pass
-                finally:
-                    netns.popns()
+                url = f"http://{plan.address_of(node)}:{AGENT_PORT}/status"
+                with (
+                    contextlib.suppress(OSError),
+                    entered(plan.namespaces[node]),
+                    urllib.request.urlopen(url, timeout=5) as response,
+                ):
+                    if json.loads(response.read()).get("worker_ready"):
+                        pending.discard(node)
             time.sleep(0.5)
 
     def _post_trigger(self, plan: LocalPlan, stream: StreamDef, body: bytes) -> str | None:
@@ -263,14 +260,14 @@ class LocalTestbed:
         }
         url = f"http://{plan.address_of(stream.node)}:{AGENT_PORT}/trigger"
         request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-        netns.pushns(plan.namespaces[stream.node])
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with (
+                entered(plan.namespaces[stream.node]),
+                urllib.request.urlopen(request, timeout=10) as response,
+            ):
                 return str(json.loads(response.read())["trigger"])
         except OSError:
             return None
-        finally:
-            netns.popns()
 
     def _drive(
         self, plan: LocalPlan, streams: list[StreamDef], scale: float, faults: Faults

@@ -14,10 +14,26 @@ ThresholdKind = Literal["welford", "ema"]
 
 
 @dataclass
-class WelfordThreshold:
+class _MeanSpread:
+    """mean + k * std of the errors seen so far; subclasses say how mean and std move."""
+
     k: float = 3.0
     count: int = 0
     mean: float = 0.0
+
+    @property
+    def std(self) -> float:
+        raise NotImplementedError
+
+    def threshold(self) -> float:
+        return self.mean + self.k * self.std if self.count > 1 else math.inf
+
+    def is_anomaly(self, error: float) -> bool:
+        return error > self.threshold()
+
+
+@dataclass
+class WelfordThreshold(_MeanSpread):
     m2: float = 0.0
     kind: str = "welford"
 
@@ -31,19 +47,10 @@ class WelfordThreshold:
     def std(self) -> float:
         return math.sqrt(self.m2 / (self.count - 1)) if self.count > 1 else 0.0
 
-    def threshold(self) -> float:
-        return self.mean + self.k * self.std if self.count > 1 else math.inf
-
-    def is_anomaly(self, error: float) -> bool:
-        return error > self.threshold()
-
 
 @dataclass
-class EmaThreshold:
-    k: float = 3.0
+class EmaThreshold(_MeanSpread):
     alpha: float = 0.01
-    count: int = 0
-    mean: float = 0.0
     var: float = 0.0
     kind: str = "ema"
 
@@ -59,12 +66,6 @@ class EmaThreshold:
     @property
     def std(self) -> float:
         return math.sqrt(self.var)
-
-    def threshold(self) -> float:
-        return self.mean + self.k * self.std if self.count > 1 else math.inf
-
-    def is_anomaly(self, error: float) -> bool:
-        return error > self.threshold()
 
 
 Threshold = WelfordThreshold | EmaThreshold

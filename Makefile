@@ -12,14 +12,16 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-local.loc
 WHEELS := $(wildcard /opt/wheels)
 PIP_EXTRA ?= $(if $(WHEELS),--find-links $(WHEELS),)
 PROFILE ?= quick
-TESTBED ?= twin
+TESTBED ?= auto
 
 .PHONY: install system-packages experiment test lint bench calibrate lock clean
 
 # Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
-# routing daemon (babeld), NFQUEUE rules (iptables), ping for link checks.
-SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping libnetfilter-queue-dev gcc
-SYSTEM_COMMANDS := ip iptables babeld ping
+# routing daemon (babeld), NFQUEUE rules (iptables), ping for link checks, and sshd per
+# node plus the ssh client for the playbooks (openssh).
+SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping libnetfilter-queue-dev gcc \
+	openssh-server openssh-client
+SYSTEM_COMMANDS := ip iptables babeld ping ssh ssh-keygen /usr/sbin/sshd
 
 install: $(STAMP)
 
@@ -43,8 +45,11 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	$(BIN)/pip install --quiet --no-deps -e .
 	touch $@
 
-# the local testbed needs its Debian packages before the Python ones (netfilterqueue)
-experiment: $(if $(filter local,$(TESTBED)),system-packages,) $(STAMP)
+# TESTBED=auto (the default) runs the local testbed where this machine can host it (root,
+# namespaces, cgroups), installing its Debian packages first, and the twin otherwise;
+# TESTBED=twin or TESTBED=local to choose. The Debian packages come before the Python
+# ones (netfilterqueue builds against libnetfilter-queue-dev).
+experiment: $(if $(filter twin,$(TESTBED)),,system-packages) $(STAMP)
 	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED)
 
 lint: $(STAMP)

@@ -97,11 +97,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
-    if args.testbed == "twin":
-        console.print(
-            "testbed: twin (discrete-event model). The local namespace testbed and the "
-            "OpenStack testbed are not built yet; see the README."
-        )
+    if args.testbed == "auto":
+        from testbed.local.capabilities import probe
+        from testbed.testbeds.base import choose_testbed
+
+        args.testbed, why = choose_testbed(probe())
+        console.print(f"testbed: {args.testbed} ({why})")
+    elif args.testbed == "twin":
+        console.print("testbed: twin (discrete-event model of the testbed)")
     lines, reports = [], []
     for name in MAIN_SPECS:
         experiment = _load(Path(args.experiments) / name, args.profile, None)
@@ -158,19 +161,42 @@ def cmd_bench_local(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     import asyncio
+    import time
 
     from testbed.workload.citypulse import FEATURES, load_sensor_file
-    from testbed.workload.replayer import replay, samples_of, schedule
+    from testbed.workload.replayer import replay, rotated, samples_of, schedule
 
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():
         raise UserError("--to", f"not HOST:PORT: {args.to!r}", "e.g. --to 10.0.0.5:7001")
-    frame, report = load_sensor_file(Path(args.file))
-    samples = samples_of(frame.head(args.limit) if args.limit else frame, FEATURES[report.kind])
+    if args.file.startswith("synthetic:"):  # synthetic:KIND:SEED, the CityPulse schema
+        import numpy as np
+
+        from testbed.workload.synthetic import SyntheticSpec, generate
+
+        _, kind, seed = [*args.file.split(":"), "0"][:3]
+        if kind not in FEATURES:
+            raise UserError("replay", f"no synthetic kind {kind!r}", f"use {sorted(FEATURES)}")
+        frame = generate(SyntheticSpec(kind=kind, samples=20000), np.random.default_rng(int(seed)))  # type: ignore[arg-type]
+        columns = FEATURES[kind]  # type: ignore[index]
+    else:
+        frame, report = load_sensor_file(Path(args.file))
+        columns = FEATURES[report.kind]
+    samples = samples_of(frame, columns)
+    samples = rotated(samples, args.offset, args.limit or len(samples))
     if (args.interval is None) == (args.speedup is None):
         raise UserError("replay", "give one of --interval or --speedup", "e.g. --interval 0.25")
-    offsets = schedule(samples, interval_s=args.interval, speedup=args.speedup)
+    offsets = schedule(
+        samples, interval_s=args.interval, speedup=args.speedup, preroll=args.preroll
+    )
     stream = args.stream or Path(args.file).name.split(".")[0]
+    if args.start_file is not None:  # several replayers start together, wherever launched
+        start_file = Path(args.start_file)
+        while not start_file.exists():
+            time.sleep(0.05)
+        args.start_at = float(start_file.read_text().strip() or time.time())
+    if args.start_at is not None:
+        time.sleep(max(0.0, args.start_at - time.time()))
     stats = asyncio.run(replay(stream, samples, offsets, host, int(port)))
     print(
         f"{stream}: {stats.sent} samples at {stats.rate_hz:.2f} Hz to {args.to} "
@@ -181,24 +207,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import asyncio
+    import json
 
     from testbed.jobs.model_repo import open_repository
     from testbed.workload.prediction_job import HttpTrainingHook, PredictionJob
 
     host, _, port = args.listen.rpartition(":")
-    hook = HttpTrainingHook(args.hook) if args.hook else (lambda trigger: None)
+    secret = bytes.fromhex(Path(args.secret_file).read_text().strip()) if args.secret_file else None
+    hook = (
+        HttpTrainingHook(
+            args.hook,
+            secret=secret,
+            period_s=args.period_s,
+            log=Path(args.log) if args.log else None,
+        )
+        if args.hook
+        else (lambda trigger: None)
+    )
     job = PredictionJob(
-        args.stream, args.kind, open_repository(args.repo), hook, samples_per_training=args.samples
+        args.stream,
+        args.kind,
+        open_repository(args.repo),
+        hook,
+        samples_per_training=args.samples,
     )
 
     async def serve() -> None:
         server = await job.serve(host or "127.0.0.1", int(port or 0))
+        bound = server.sockets[0].getsockname()
+        print(json.dumps({"ready": True, "stream": args.stream, "port": bound[1]}), flush=True)
         poller = asyncio.create_task(job.poll_forever(args.poll))
         async with server:
             await server.serve_forever()
         poller.cancel()
 
     asyncio.run(serve())
+    return 0
+
+
+def cmd_cgroup_join(args: argparse.Namespace) -> int:
+    """Put a running process under a CPU limit (the playbooks use it for stream jobs)."""
+    from testbed.jobs.cgroups import CgroupUnavailable, CpuGroup, detect
+
+    try:
+        group = CpuGroup(detect(), args.group).create()
+    except (CgroupUnavailable, OSError) as error:
+        raise UserError(
+            "cgroup-join", str(error), "run as root on a machine with cgroups"
+        ) from None
+    group.set_limit_m(args.limit_m)
+    for pid in args.pid:
+        group.add_pid(pid)
     return 0
 
 
@@ -223,13 +282,14 @@ def cmd_up(args: argparse.Namespace) -> int:
             "run as root on Linux with network namespaces and cgroups",
         )
     topology = build_topology(load_layout(Path(args.layout)))
-    routing = "none" if caps.mesh == "babel" and args.mesh else "static"
-    delay = Path(args.layout) if caps.link_delay == "nfqueue" and args.delay else None
-    state, plan = up(topology, args.id, args.cpu_scale, routing, delay)
+    routing = "none" if caps.mesh in ("babel", "batman-adv") and args.mesh else "static"
+    has_delay = caps.link_delay in ("netem", "nfqueue") and args.delay
+    delay = Path(args.layout) if has_delay else None
+    state, plan = up(topology, args.id, args.cpu_scale, routing, delay, caps.link_delay)
     line = f"{len(plan.namespaces)} nodes up in {state.up_seconds:.2f} s"
     if routing == "none":
-        _, seconds = start_mesh(plan, state, topology)
-        line += f", babel mesh converged in {seconds:.1f} s"
+        _, seconds = start_mesh(plan, state, topology, caps.mesh)
+        line += f", {state.mesh} mesh converged in {seconds:.1f} s"
     print(
         f"{args.id}: {line}; CPU scale {state.cpu_scale:.3f}; "
         f"link delay: {state.link_delay} (kernel offers {caps.link_delay}); "
@@ -320,7 +380,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=cmd_validate)
 
     experiment = sub.add_parser("experiment", help="both paper experiments and their reports")
-    experiment.add_argument("--testbed", default="twin")
+    experiment.add_argument(
+        "--testbed",
+        default="auto",
+        help="auto (default): local where this machine can host it, else twin; twin; local",
+    )
     experiment.add_argument("--profile", default="quick")
     experiment.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     experiment.add_argument("--results", default="results")
@@ -345,12 +409,18 @@ def build_parser() -> argparse.ArgumentParser:
     bench_local.set_defaults(func=cmd_bench_local)
 
     replay = sub.add_parser("replay", help="replay one sensor file as a live stream over TCP")
-    replay.add_argument("file")
+    replay.add_argument("file", help="a CityPulse sensor file, or synthetic:KIND[:SEED]")
     replay.add_argument("--to", required=True, help="HOST:PORT of the prediction job")
     replay.add_argument("--interval", type=float, help="seconds between samples")
     replay.add_argument("--speedup", type=float, help="timestamp-faithful, this many times faster")
     replay.add_argument("--stream", help="stream id (default: the file name)")
-    replay.add_argument("--limit", type=int, help="only the first N samples")
+    replay.add_argument("--limit", type=int, help="send N samples (wrapping around the file)")
+    replay.add_argument("--offset", type=int, default=0, help="start at the file's Nth sample")
+    replay.add_argument(
+        "--preroll", type=int, default=0, help="send the first N samples at once (phase)"
+    )
+    replay.add_argument("--start-at", type=float, help="wait until this Unix time to start")
+    replay.add_argument("--start-file", help="wait for this file, then for the Unix time in it")
     replay.set_defaults(func=cmd_replay)
 
     predict = sub.add_parser("predict", help="run a prediction job for one stream")
@@ -361,7 +431,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--hook", help="URL to POST training triggers to")
     predict.add_argument("--samples", type=int, default=1000, help="samples per training")
     predict.add_argument("--poll", type=float, default=2.0, help="repository poll interval, s")
+    predict.add_argument("--secret-file", help="file with the testbed's hex secret: sign triggers")
+    predict.add_argument("--period-s", type=float, help="training period told to the agent")
+    predict.add_argument("--log", help="append one JSON line per trigger to this file")
     predict.set_defaults(func=cmd_predict)
+
+    join = sub.add_parser("cgroup-join", help="put running processes under a CPU limit")
+    join.add_argument("group", help="cgroup path below the CPU hierarchy's root")
+    join.add_argument("--limit-m", type=float, help="CPU limit in millicores (none: no limit)")
+    join.add_argument("--pid", type=int, action="append", required=True)
+    join.set_defaults(func=cmd_cgroup_join)
 
     up_ = sub.add_parser("up", help="bring a testbed up (local: network namespaces)")
     up_.add_argument("--testbed", default="local")

@@ -110,7 +110,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentBed]:
             topology,
             state,
             secret,
-            "babel",
+            state.mesh,  # babel here; batman-adv where start_mesh picked it
             overrides={"edge-1": full, "edge-2": full},
             common={"training": {"epochs": 20}, "gossip_interval_s": 0.5},
         )
@@ -259,4 +259,133 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
     )
     applied = [(w["kind"], w["sim_time"]) for w in cell["world_events"] if "sim_time" in w]
     assert applied == [("timeplan-leave", 300), ("timeplan-join", 600)]
+    # deployed as on VMs: sshd per namespace, the numbered playbooks, logs fetched by fabric
+    assert manifest["capabilities"]["deploy"].startswith("ansible")
+    inventory = yaml.safe_load((run_dir / "deployment" / "inventory.yml").read_text())
+    assert set(inventory["all"]["children"]["fog"]["hosts"]) == {"fog-1", "fog-2"}
+    assert inventory["all"]["children"]["gateways"]["hosts"] == {"edge-2": {}}
+    stages = [
+        json.loads(line)
+        for line in (run_dir / "deployment" / "stages.jsonl").read_text().splitlines()
+    ]
+    assert [s["playbook"] for s in stages][:3] == ["01-base.yml", "02-mesh.yml", "04-agents.yml"]
+    assert all(s["status"] == "successful" and not s["failures"] for s in stages)
+    assert any(w["kind"] == "collected" and w["bytes"] > 0 for w in cell["world_events"])
+    fetched = run_dir / "nodes" / cell["cell"]
+    assert {p.name for p in fetched.iterdir()} == {"edge-1", "edge-2", "fog-1", "fog-2"}
+    reports = [
+        json.loads(line)
+        for node in ("edge-1", "edge-2")
+        for line in (fetched / node / "agent" / "events.jsonl").read_text().splitlines()
+    ]
+    assert sum(r["kind"] == "report" and r.get("outcome") == "executed" for r in reports) == len(
+        executed
+    )
+    # the triggers came from real replayers and prediction jobs (05-streams), which hot-swap
+    # the versions their trainings publish: later triggers carry the model they ran with
+    assert "prediction job per stream" in manifest["capabilities"]["streams"]
+    for stream, group in rows.groupby("stream"):
+        node = group["source_node"].iloc[0]
+        log = fetched / node / "streams" / f"{stream}.jsonl"
+        triggers = [json.loads(line) for line in log.read_text().splitlines()]
+        assert len(triggers) >= len(group)
+        assert all(t["sample_count"] % triggers[0]["sample_count"] == 0 for t in triggers[1:])
+        if (group["outcome"] == "executed").sum() >= 2:
+            assert any((t.get("model_version") or 0) >= 1 for t in triggers), triggers
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
+
+
+def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
+    tmp_path: Path, citypulse: Path
+) -> None:
+    """Agents crash (SIGKILL) mid-run on the local testbed: the run finishes, the others
+    keep scheduling, the jobs lost with them are `agent-down`, and an agent started
+    again executes jobs again."""
+    import pandas as pd
+    import yaml
+
+    from testbed.experiment.runner import run_experiment
+    from testbed.los.schedulers import scheduler_names
+    from testbed.spec.loader import load_experiment
+
+    repo = Path(__file__).resolve().parents[1] / "experiments"
+    (tmp_path / "small.yaml").write_text(SMALL)
+    spec = yaml.safe_load((repo / "los-scheduling.yaml").read_text())
+    timeplan = [
+        {"at_s": 300, "action": "agent-stop", "node": "fog-1"},  # where jobs run
+        {"at_s": 300, "action": "agent-stop", "node": "edge-1"},  # a stream source
+        {"at_s": 600, "action": "agent-start", "layer": "fog"},
+        {"at_s": 600, "action": "agent-start", "node": "edge-1"},
+        {"at_s": 750, "action": "agent-stop", "node": "fog-2"},  # fog-1 alone runs jobs now
+    ]
+    spec.update(
+        layout=str(tmp_path / "small.yaml"),
+        calibration=str(repo / "calibration" / "calibrated.yaml"),
+        schedulers=["los"],
+        sweep={"stream_counts": [4], "repetitions": 1},
+        timeplan=timeplan,
+        streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
+        local={
+            "time_scale": 0.02,
+            "duration_s": 1500,
+            "sweep": {"stream_counts": [4], "repetitions": 1},
+            "deploy": "direct",  # the harness kills and restarts agents either way
+        },
+    )
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(path, known_schedulers=scheduler_names())
+    summary = run_experiment(experiment, "local", tmp_path / "results")
+    run_dir = summary.path
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
+    cell = next(
+        json.loads(line)
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"cell-finished"' in line
+    )
+    applied = [
+        (w["kind"], w["sim_time"], w["nodes"]) for w in cell["world_events"] if "sim_time" in w
+    ]
+    assert applied == [
+        ("timeplan-agent-stop", 300, ["fog-1"]),
+        ("timeplan-agent-stop", 300, ["edge-1"]),
+        ("timeplan-agent-start", 600, ["fog-1", "fog-2"]),  # fog-2 runs: nothing to do
+        ("timeplan-agent-start", 600, ["edge-1"]),
+        ("timeplan-agent-stop", 750, ["fog-2"]),
+    ]
+    assert all(w["applied_at"] > 0 for w in cell["world_events"] if "sim_time" in w)
+
+    rows = pd.read_parquet(run_dir / "tables" / "triggers.parquet")
+    reasons = rows["drop_reason"].value_counts().to_dict()
+    assert "lost" not in reasons, reasons
+    assert reasons.get("agent-down", 0) >= 2, reasons
+    executed = rows[rows["outcome"] == "executed"]
+    # the source's triggers while its agent is down are agent-down, not lost
+    down = rows[(rows["source_node"] == "edge-1") & rows["time_s"].between(310, 590)]
+    assert len(down) >= 1 and (down["drop_reason"] == "agent-down").all(), down
+    # the others keep scheduling while fog-1 is down: edge-2's jobs run on fog-2
+    meanwhile = executed[executed["time_s"].between(300, 600)]
+    assert len(meanwhile) >= 1 and set(meanwhile["executing_node"]) == {"fog-2"}
+    # the restarted agents work again: edge-1 schedules, fog-1 executes
+    assert (executed["source_node"] == "edge-1").loc[executed["time_s"] > 600].any()
+    assert (executed["executing_node"] == "fog-1").loc[executed["time_s"] > 750].any()
+    # a job sent to a stopped agent is refused there and dropped as agent-down by the
+    # sender, until the sender forgets the silent node (5 gossip intervals, 250 s here)
+    forwarded = rows[(rows["drop_reason"] == "agent-down") & (rows["hops"] > 0)]
+    assert len(forwarded) >= 1, reasons
+    for row in forwarded.itertuples():
+        stopped = 300 if row.path.endswith(">fog-1") else 750
+        assert row.path.endswith((">fog-1", ">fog-2")) and stopped <= row.time_s < stopped + 400
+    assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
+    assert _processes_with(f"run-{os.getpid()}/agents/") == []  # restarted ones too
+
+
+def _processes_with(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and text in (entry / "cmdline").read_bytes().decode(
+                errors="replace"
+            ):
+                found.append(int(entry.name))
+    return found

@@ -33,7 +33,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
-        assert main(["experiment", "--profile", "quick", "--results", str(results)]) == 0
+        assert (
+            main(
+                ["experiment", "--profile", "quick", "--testbed", "twin", "--results", str(results)]
+            )
+            == 0
+        )
     finally:
         os.chdir(cwd)
     found = {}

@@ -204,7 +204,9 @@ def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
     topology = build_topology(layout)
     drift = build_drift(layout, topology)
     testbed = f"t-delay-{os.getpid()}"
-    state, plan = up(topology, testbed, routing="static", delay_layout=layout_path)
+    state, plan = up(
+        topology, testbed, routing="static", delay_layout=layout_path, link_delay="nfqueue"
+    )
     try:
         assert state.link_delay == "nfqueue" and "delay" in state.daemons
         pairs = [("edge-1", "edge-2"), ("edge-5", "fog-2"), ("edge-2", "cloud-4")]
@@ -251,3 +253,54 @@ def test_timeplan_faults_on_real_namespaces(topology: Topology) -> None:
         assert ping(plan, "fog-2", "fog-3")
     finally:
         down(testbed)
+
+
+@local
+def test_the_delay_daemon_applies_a_degraded_link_at_run_time(topology: Topology) -> None:
+    import json
+    from typing import Any
+
+    from testbed.local.faults import Faults
+    from testbed.local.rtt import measure_rtt_ms
+
+    if not probe().nfqueue:
+        pytest.skip("no NFQUEUE here")
+    testbed = f"t-degrade-{os.getpid()}"
+    layout_path = EXPERIMENTS / "layouts" / "paper.yaml"
+    state, plan = up(
+        topology, testbed, routing="static", delay_layout=layout_path, link_delay="nfqueue"
+    )
+    log = STATE_DIR / testbed / "delay.jsonl"
+
+    def logged_after(at: float) -> dict[str, Any]:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            records = [json.loads(line) for line in log.read_text().splitlines()]
+            fresh = [r for r in records if r.get("applied_at", 0) >= at and "links" in r]
+            if fresh:
+                return fresh[0]
+            time.sleep(0.1)
+        raise AssertionError("the daemon logged nothing after the change")
+
+    try:
+        faults = Faults(plan, state)
+        before = measure_rtt_ms(plan, "edge-1", "edge-2")
+        changed_at = time.time()
+        faults.apply("degrade", ["edge-2", "edge-1"], None, delay_ms=60.0)
+        record = logged_after(changed_at)
+        assert record["extra"] == {"edge-1>edge-2": 60.0, "edge-2>edge-1": 60.0}
+        assert record["applied_at"] - changed_at < 1.0  # picked up at once
+        target = record["links"]["edge-1>edge-2"] + record["links"]["edge-2>edge-1"]
+        during = measure_rtt_ms(plan, "edge-1", "edge-2")
+        assert before is not None and during is not None
+        assert abs(during - target) <= 0.1 * target + 2.0, (before, during, target)
+        assert during > before + 100  # 60 ms each way
+        assert measure_rtt_ms(plan, "edge-1", "edge-3") < before + 30  # other links as before
+        changed_at = time.time()
+        faults.reset()  # degrade 0 everywhere
+        assert logged_after(changed_at)["extra"] == {}
+        after = measure_rtt_ms(plan, "edge-1", "edge-2")
+        assert after is not None and after < before + 30
+    finally:
+        down(testbed)
+    assert leftovers(testbed)["namespaces"] == []

@@ -79,6 +79,60 @@ def _write_variant(tmp_path: Path, change: dict | None = None, drop: str | None 
             "timeplan[0].node",
             "not in the layout",
         ),
+        (
+            {"timeplan": [{"at_s": 5, "action": "agent-stop"}]},
+            None,
+            "timeplan[0]",
+            "action 'agent-stop' needs exactly one of 'node' or 'layer'",
+        ),
+        (
+            {"timeplan": [{"at_s": 5, "action": "degrade", "link": ["edge-1", "edge-2"]}]},
+            None,
+            "timeplan[0]",
+            "needs 'link: [a, b]' and 'delay_ms'",
+        ),
+        (
+            {"timeplan": [{"at_s": 5, "action": "degrade", "delay_ms": 20}]},
+            None,
+            "timeplan[0]",
+            "needs 'link: [a, b]' and 'delay_ms'",
+        ),
+        (
+            {"timeplan": [{"at_s": 5, "action": "leave", "node": "edge-1", "delay_ms": 20}]},
+            None,
+            "timeplan[0]",
+            "only apply to action 'degrade'",
+        ),
+        (
+            {
+                "timeplan": [
+                    {"at_s": 5, "action": "degrade", "link": ["edge-1", "edge-1"], "delay_ms": 9}
+                ]
+            },
+            None,
+            "timeplan[0]",
+            "two different nodes",
+        ),
+        (
+            {
+                "timeplan": [
+                    {"at_s": 5, "action": "degrade", "link": ["edge-1", "fog-1"], "delay_ms": 9}
+                ]
+            },
+            None,
+            "timeplan[0].link",
+            "are not neighbours",
+        ),
+        (
+            {
+                "timeplan": [
+                    {"at_s": 5, "action": "degrade", "link": ["edge-1", "edge-7"], "delay_ms": 9}
+                ]
+            },
+            None,
+            "timeplan[0].link",
+            "node 'edge-7' is not in the layout",
+        ),
     ],
 )
 def test_bad_specs_name_file_field_and_fix(
@@ -112,3 +166,17 @@ def test_unknown_profile_and_yaml_syntax(tmp_path: Path) -> None:
         load_experiment(path)
     with pytest.raises(UserError, match="file not found"):
         load_experiment(tmp_path / "missing.yaml")
+
+
+def test_timeplan_faults_load(tmp_path: Path) -> None:
+    timeplan = [
+        {"at_s": 60, "action": "agent-stop", "node": "fog-2"},
+        {"at_s": 90, "action": "agent-start", "layer": "fog"},
+        {"at_s": 120, "action": "degrade", "link": ["edge-5", "fog-1"], "delay_ms": 40},
+        {"at_s": 300, "action": "degrade", "link": ["fog-1", "edge-5"], "delay_ms": 0},
+    ]
+    path = _write_variant(tmp_path, {"timeplan": timeplan})
+    events = load_experiment(path, known_schedulers=scheduler_names()).spec.timeplan
+    assert [e.action for e in events] == ["agent-stop", "agent-start", "degrade", "degrade"]
+    assert events[2].link == ("edge-5", "fog-1") and events[2].delay_ms == 40
+    assert events[0].node == "fog-2" and events[0].link is None

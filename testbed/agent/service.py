@@ -12,8 +12,12 @@ The LOS core (`testbed.los`) makes every decision; this module only moves data:
     GET  /status        counters, neighbours, running jobs (unsigned, read-only)
 
 Every request but /status is signed (HMAC, `auth`); unsigned, forged, stale or malformed
-requests are rejected, counted, and never stop the agent. Training runs in a child
-cgroup of the node's cgroup, its quota being the chosen limit scaled to this host.
+requests are rejected, counted, and never stop the agent. A neighbour's availability is
+forgotten once nothing came from it for `STALE_AFTER_INTERVALS` gossip intervals (its
+agent is down while the mesh still sees the node); a neighbour that refuses the
+connection has no agent running, and the job it should have taken is dropped as
+`agent-down`. Training runs in a child cgroup of the node's cgroup, its quota being the
+chosen limit scaled to this host.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import io
 import json
 import random
+import subprocess
 import threading
 import time
 import traceback
@@ -47,7 +52,7 @@ from testbed.los.decisions import Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.job import JobKey, RunRecord, TrainingJob
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.schedulers import DecisionContext, make_scheduler
-from testbed.los.views import NodeView
+from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
 from testbed.spec.experiment import LosParams
 
 
@@ -72,6 +77,7 @@ class AgentConfig:
     los: dict[str, Any] = field(default_factory=dict)
     gossip_interval_s: float = 2.0
     mesh: str = "babel"  # babel: neighbours and RTT from babeld; static: from the layout
+    # (batman-adv: neighbours from `batctl meshif bat0 neighbors`, no RTT)
     babel_port: int = 33123
     training: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
@@ -104,11 +110,13 @@ class Agent:
         (self.work / "jobs").mkdir(parents=True, exist_ok=True)
         self.lock = threading.RLock()
         self.views: dict[str, NodeView] = {}
+        self.heard_at: dict[str, float] = {}  # node -> when its last availability arrived
         self.mesh_rtt_ms: dict[str, float | None] = {}
         self.running: dict[str, tuple[float, float]] = {}  # trigger -> (limit m, memory MB)
         self.payloads: dict[str, bytes] = {}
         self.models: dict[str, RuntimeModel] = {}
         self.busy_streams: dict[str, str] = {}  # stream -> trigger in flight
+        self.busy_since: dict[str, float] = {}  # stream -> when (monotonic) it went out
         self.counters: Counter[str] = Counter()
         self.worker: Any = None
         self.worker_lock = threading.Lock()
@@ -118,6 +126,8 @@ class Agent:
         self.link_local: dict[str, str] = (
             dict(json.loads(link_local.read_text())) if link_local.exists() else {}
         )
+        macs = self.work / "mesh-macs.json"  # batman-adv: layer MAC -> node, from the deployer
+        self.mesh_macs: dict[str, str] = dict(json.loads(macs.read_text())) if macs.exists() else {}
 
     # --- events -------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> None:
@@ -141,14 +151,15 @@ class Agent:
         )
 
     def neighbour_views(self) -> tuple[NodeView, ...]:
+        stale_before = time.time() - STALE_AFTER_INTERVALS * self.config.gossip_interval_s
         with self.lock:
             views = []
             for node in self.config.neighbours:
-                if self.config.mesh == "babel" and node not in self.mesh_rtt_ms:
+                if self.config.mesh != "static" and node not in self.mesh_rtt_ms:
                     continue  # the mesh does not see it (yet, or any more)
                 view = self.views.get(node)
-                if view is None:
-                    continue
+                if view is None or self.heard_at.get(node, 0.0) < stale_before:
+                    continue  # never heard of, or silent for too long (its agent is down)
                 rtt = self.mesh_rtt_ms.get(node)
                 latency = rtt / 2 if rtt is not None else view.latency_ms
                 bandwidth = self.config.bandwidth_mbit.get(node, 100.0)
@@ -158,6 +169,9 @@ class Agent:
             return tuple(views)
 
     def refresh_mesh(self) -> None:
+        if self.config.mesh == "batman-adv":
+            self.refresh_batman()
+            return
         if self.config.mesh != "babel":
             with self.lock:
                 self.mesh_rtt_ms = dict.fromkeys(self.config.neighbours)
@@ -177,13 +191,25 @@ class Agent:
         with self.lock:
             self.mesh_rtt_ms = seen
 
+    def refresh_batman(self) -> None:
+        """Neighbours heard from recently on this namespace's bat0 (batman-adv gives no
+        RTT: the latency is the one in the neighbour's view)."""
+        from testbed.local.batman import neighbour_nodes, read_batman_neighbours
+
+        try:
+            found = neighbour_nodes(read_batman_neighbours(), self.mesh_macs)
+        except (OSError, subprocess.SubprocessError):
+            return
+        with self.lock:
+            self.mesh_rtt_ms = dict.fromkeys(n for n in sorted(found) if n != self.config.node)
+
     def gossip_once(self) -> None:
         body = json.dumps({"view": view_to_dict(self.own_view())}).encode()
         with self.lock:
             targets = [
                 n
                 for n in self.config.neighbours
-                if self.config.mesh != "babel" or n in self.mesh_rtt_ms
+                if self.config.mesh == "static" or n in self.mesh_rtt_ms
             ]
         for node in targets:
             with contextlib.suppress(OSError, Rejected):
@@ -226,14 +252,8 @@ class Agent:
             payload_prior_bytes=float(len(samples)),
         )
         with self.lock:
-            model = self.models.setdefault(
-                stream,
-                RuntimeModel(
-                    window=self.params.history_window,
-                    min_points_for_fit=self.params.min_runs_for_fit,
-                    refit_every=self.params.refit_every,
-                ),
-            )
+            model = self.models.setdefault(stream, self._new_model())
+            self._expire(stream, job.period_s)
             if stream in self.busy_streams:
                 self.counters["dropped"] += 1
                 self.event(
@@ -245,6 +265,7 @@ class Agent:
                 )
                 return {"trigger": trigger, "dropped": str(DropReason.PREVIOUS_RUNNING)}
             self.busy_streams[stream] = trigger
+            self.busy_since[stream] = time.monotonic()
             self.payloads[trigger] = samples
         self.event("triggered", trigger=trigger, stream=stream, bytes=len(samples))
         order = {
@@ -287,7 +308,11 @@ class Agent:
                     self.report_drop(order, reason, list(token))
         except Exception as exc:  # a neighbour failed us: the job is lost, say why
             self.event("error", trigger=order["trigger"], error=repr(exc))
-            self.report_drop(order, DropReason.UNREACHABLE, list(token))
+            reason = DropReason.AGENT_DOWN if agent_down(exc) else DropReason.UNREACHABLE
+            path = list(token)
+            if reason == DropReason.AGENT_DOWN and isinstance(decision, SendTo | Forward):
+                path.append(decision.node)  # it reached the node, whose agent is gone
+            self.report_drop(order, reason, path)
 
     def _move(self, order: dict[str, Any], target: str, decision: Any, limit: float | None) -> None:
         token = list(order["token"])
@@ -381,7 +406,7 @@ class Agent:
                 "trigger": trigger,
                 "stream": job.key.stream,
                 "outcome": "dropped",
-                "reason": "failed",
+                "reason": str(DropReason.AGENT_DOWN) if agent_down(exc) else "failed",
                 "path": order["token"],
             }
         finally:
@@ -415,11 +440,32 @@ class Agent:
         return worker.run(request, limit * self.config.cpu_scale, parent)
 
     # --- at the source -------------------------------------------------------------
+    def _new_model(self) -> RuntimeModel:
+        return RuntimeModel(
+            window=self.params.history_window,
+            min_points_for_fit=self.params.min_runs_for_fit,
+            refit_every=self.params.refit_every,
+        )
+
+    def _expire(self, stream: str, period_s: float) -> None:
+        """Free a stream whose job never reported back (the agent holding it was killed,
+        or its node left) after three of its periods: it is lost, not still running.
+        Called with the lock held."""
+        trigger = self.busy_streams.get(stream)
+        since = self.busy_since.get(stream)
+        if trigger is None or since is None:
+            return
+        if time.monotonic() - since > 3 * period_s * self.config.time_scale + 5.0:
+            del self.busy_streams[stream]
+            self.payloads.pop(trigger, None)
+            self.counters["expired"] += 1
+            self.event("expired", trigger=trigger, stream=stream, after_s=time.monotonic() - since)
+
     def on_report(self, report: dict[str, Any]) -> None:
         stream = report["stream"]
         with self.lock:
             if report.get("run"):
-                self.models.setdefault(stream, RuntimeModel()).record(RunRecord(**report["run"]))
+                self.models.setdefault(stream, self._new_model()).record(RunRecord(**report["run"]))
             if self.busy_streams.get(stream) == report["trigger"]:
                 del self.busy_streams[stream]
             self.payloads.pop(report["trigger"], None)
@@ -511,6 +557,7 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
                 view = view_from_dict(self._json(body)["view"])
                 with agent.lock:
                     agent.views[view.node] = view
+                    agent.heard_at[view.node] = time.time()
                 self._reply(204, b"")
             elif self.path == "/schedule":
                 order = self._json(body)
@@ -558,6 +605,20 @@ def serve(config: AgentConfig) -> None:
             agent.stop.set()
             if agent.worker is not None:
                 agent.worker.close()
+
+
+def agent_down(exc: BaseException) -> bool:
+    """Whether a request failed because the node refused the connection: the network
+    reached it, but no agent listens there (it crashed or was stopped)."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # the chain of causes, not forever
+        if seen is None:
+            break
+        reason = seen.reason if isinstance(seen, urllib.error.URLError) else seen
+        if isinstance(reason, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def samples_bytes(array: Any) -> bytes:

@@ -115,6 +115,9 @@ def _run(
         clock=clock,
         fresh=fresh,
     )
+    attach = getattr(bed, "attach", None)  # testbeds that keep files of their own there
+    if attach is not None:
+        attach(store.path)
     cells = plan_cells(spec)
     done = store.done_cells()
     if resumed:

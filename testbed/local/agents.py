@@ -9,9 +9,12 @@ and the host scale factor, and the map from mesh link-local addresses to nodes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import select
+import signal
 import subprocess
 import sys
 from dataclasses import asdict
@@ -67,25 +70,24 @@ def start_agents(
     plan: LocalPlan, state: LocalState, configs: dict[str, AgentConfig], timeout_s: float = 30
 ) -> dict[str, int]:
     addresses = link_local_addresses(plan)
+    macs = None  # batman-adv names neighbours by their layer interfaces' MAC addresses
+    if any(config.mesh == "batman-adv" for config in configs.values()):
+        from testbed.local.batman import interface_macs
+
+        macs = interface_macs(plan)
     repo_root = Path(__file__).resolve().parents[2]
     processes = {}
     for node, config in configs.items():
         work = Path(config.work_dir)
         work.mkdir(parents=True, exist_ok=True)
         (work / "link-local.json").write_text(json.dumps(addresses))
+        if macs is not None:
+            (work / "mesh-macs.json").write_text(json.dumps(macs))
         path = work / "config.json"
         path.write_text(json.dumps(asdict(config)))
         log = open(work / "agent.log", "wb")  # noqa: SIM115
         processes[node] = subprocess.Popen(
-            [
-                "nsenter",
-                f"--net=/run/netns/{plan.namespaces[node]}",
-                sys.executable,
-                "-m",
-                "testbed.agent",
-                "--config",
-                str(path),
-            ],
+            agent_command(plan, node, path),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -103,6 +105,50 @@ def start_agents(
     state.daemons.update(pids)
     state.save()
     return pids
+
+
+def agent_command(plan: LocalPlan, node: str, config: Path) -> list[str]:
+    """How an agent is started: in its node's network namespace, from its config file."""
+    namespace = f"--net=/run/netns/{plan.namespaces[node]}"
+    return ["nsenter", namespace, sys.executable, "-m", "testbed.agent", "--config", str(config)]
+
+
+def restart_agent(
+    plan: LocalPlan,
+    state: LocalState,
+    node: str,
+    work_dir: Path | None = None,
+    timeout_s: float = 30,
+) -> int:
+    """Start a node's agent again (after it was stopped) from the config.json in its work
+    dir (by default where `agent_configs` puts it), with the command line of
+    `start_agents`; wait for its ready line. Returns its pid."""
+    work = work_dir or STATE_DIR / state.testbed_id / "agents" / node
+    repo_root = Path(__file__).resolve().parents[2]
+    with open(work / "agent.log", "ab") as log:  # the agent appends to its old log
+        process = subprocess.Popen(
+            agent_command(plan, node, work / "config.json"),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+            cwd=repo_root,
+            env={**os.environ, "PYTHONPATH": str(repo_root)},
+        )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], timeout_s)
+    line = process.stdout.readline() if ready else ""
+    if '"ready": true' not in line:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        log_text = (work / "agent.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"agent {node} did not start again: {line!r} {log_text}")
+    state.daemons[f"agent-{node}"] = process.pid
+    state.save()
+    if (work / "agent.pid").exists():  # deployed by a playbook, which stops it by this file
+        (work / "agent.pid").write_text(f"{process.pid}\n")
+    return process.pid
 
 
 def new_secret() -> str:

@@ -57,7 +57,7 @@ def run_local_bench(layout: Path, triggers: int = 30) -> int:
             topology,
             state,
             secret,
-            "babel",
+            state.mesh,  # babel here; batman-adv where start_mesh picked it
             overrides=full,
             common={"training": {"epochs": 1}, "gossip_interval_s": 1.0},
         )

@@ -9,8 +9,14 @@ ends (`testbed.network.drift`), evaluated at the time since the testbed started.
 link is known from the packet's source MAC address (the previous hop), so forwarded
 packets are delayed per hop. Where the kernel has netem, netem does this instead.
 
-Every `log_every_s` the daemon appends the delay it applies on every link, with the
-time, to a JSON-lines file: the record of what the network looked like when.
+A link can get extra delay on top of the drift at run time (the timeplan's `degrade`):
+the daemon re-reads the overrides file (`testbed.network.degrade`, next to its log) when
+it changes (written to a temporary name and renamed: a new inode), and applies the extra
+from then on.
+
+Every `log_every_s`, and at once when the overrides change, the daemon appends the delay
+it applies on every link (the extra included, and the extra on its own), with the time,
+to a JSON-lines file: the record of what the network looked like when.
 
     python -m testbed.local.delay --testbed ID --layout LAYOUT.yaml --log FILE
 """
@@ -22,12 +28,13 @@ import contextlib
 import heapq
 import itertools
 import json
+import os
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,7 @@ from typing import Any
 from netfilterqueue import NetfilterQueue, Packet
 from pyroute2 import NetNS, netns
 
+from testbed.network.degrade import OVERRIDES_FILE, LinkPair, link_pair, overrides_from_json
 from testbed.network.drift import DriftTimeline, build_drift
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
@@ -71,11 +79,17 @@ class LinkKey:
     sender: str
 
 
-def link_delays_ms(topology: Topology, drift: DriftTimeline, t: float) -> dict[LinkKey, float]:
-    """One-way delay of every directed link at time t (pure)."""
+def link_delays_ms(
+    topology: Topology,
+    drift: DriftTimeline,
+    t: float,
+    extra_ms: Mapping[LinkPair, float] | None = None,
+) -> dict[LinkKey, float]:
+    """One-way delay of every directed link at time t, with any extra delay (pure)."""
     delays = {}
     for link in topology.links:
         latency = drift.link_latency_ms(link, t)
+        latency += (extra_ms or {}).get(link_pair(link.a, link.b), 0.0)
         delays[LinkKey(link.a, link.b)] = latency
         delays[LinkKey(link.b, link.a)] = latency
     return delays
@@ -91,6 +105,7 @@ class DelayDaemon:
         log_path: Path | None = None,
         log_every_s: float = 5.0,
         clock: Callable[[], float] = time.time,
+        overrides_path: Path | None = None,
     ) -> None:
         self.plan = plan
         self.topology = topology
@@ -107,6 +122,12 @@ class DelayDaemon:
         self._delays_at = -1.0
         self.passed = 0
         self.unknown = 0
+        if overrides_path is None and log_path is not None:
+            overrides_path = log_path.parent / OVERRIDES_FILE
+        self.overrides_path = overrides_path
+        self.extra_ms: dict[LinkPair, float] = {}
+        self._overrides_seen: tuple[int, int, int] | None = None  # inode, mtime, size
+        self._overrides_checked = -1.0
 
     # --- set-up -------------------------------------------------------------------
     def _read_macs(self) -> None:
@@ -152,9 +173,35 @@ class DelayDaemon:
     # --- packets ------------------------------------------------------------------
     def _current_delays(self, now: float) -> dict[LinkKey, float]:
         if now - self._delays_at >= 0.05:  # the timeline moves slowly: refresh at 20 Hz
-            self._delays = link_delays_ms(self.topology, self.drift, now - self.started_at)
+            t = now - self.started_at
+            self._delays = link_delays_ms(self.topology, self.drift, t, self.extra_ms)
             self._delays_at = now
         return self._delays
+
+    def reload_overrides(self, now: float) -> bool:
+        """Re-read the overrides file if it changed (checked at most every 0.1 s).
+        True when the extra delays changed."""
+        if self.overrides_path is None or now - self._overrides_checked < 0.1:
+            return False
+        self._overrides_checked = now
+        try:
+            st = os.stat(self.overrides_path)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen == self._overrides_seen:  # a rename gives a new inode: no write is missed
+            return False
+        self._overrides_seen = seen
+        try:
+            extra = {} if seen is None else overrides_from_json(self.overrides_path.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._write_log({"applied_at": now, "overrides_error": repr(exc)})
+            return False
+        if extra == self.extra_ms:
+            return False
+        self.extra_ms = extra
+        self._delays_at = -1.0  # apply at once
+        return True
 
     def _callback(self, receiver: str) -> Callable[[Packet], None]:
         def handle(packet: Packet) -> None:
@@ -188,12 +235,20 @@ class DelayDaemon:
             "t": round(t, 3),
             "links": {
                 f"{k.sender}>{k.receiver}": round(v, 3)
-                for k, v in link_delays_ms(self.topology, self.drift, t).items()
+                for k, v in link_delays_ms(self.topology, self.drift, t, self.extra_ms).items()
+            },
+            "extra": {
+                f"{s}>{r}": ms for (a, b), ms in self.extra_ms.items() for s, r in ((a, b), (b, a))
             },
             "passed": self.passed,
             "unknown": self.unknown,
             "pending": len(self._pending),
         }
+        self._write_log(record)
+
+    def _write_log(self, record: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
         with open(self.log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
@@ -207,7 +262,7 @@ class DelayDaemon:
             for fd in ready:
                 fds[fd].run(block=False)
             now = self.clock()
-            if now >= next_log:
+            if self.reload_overrides(now) or now >= next_log:
                 self._log(now)
                 next_log = now + self.log_every_s
 

@@ -1,8 +1,9 @@
 """The mesh layer of the local testbed: who are my direct neighbours, and how far away.
 
-On a kernel with batman-adv the paper's mesh would run; this machine's kernel has no
-batman-adv module (and cannot load one), so the local testbed runs a real mesh routing
-daemon instead: babeld, one per namespace, with 1 s hellos and timestamps enabled. Its
+On a kernel with batman-adv the paper's mesh runs (`testbed.local.batman`; `start_mesh`
+picks it by itself); this machine's kernel has no batman-adv module (and cannot load
+one), so the local testbed runs a real mesh routing daemon instead: babeld, one per
+namespace, with 1 s hellos and timestamps enabled. Its
 local interface's `dump` lists every neighbour with its link-local address, interface,
 reachability, costs and measured RTT; that is what agents read through `Mesh`.
 """
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 from pyroute2 import NetNS, netns
 
 if TYPE_CHECKING:
+    from testbed.local.batman import BatmanMesh
     from testbed.local.provider import LocalState
 
 from testbed.network.local_plan import LocalPlan
@@ -226,15 +228,24 @@ class BabelMesh:
         return time.monotonic() - started
 
 
-def start_mesh(plan: LocalPlan, state: LocalState, topology: Topology) -> tuple[BabelMesh, float]:
-    """Start babeld in every namespace, record the daemons in the testbed's state (so
-    `down` stops them), and wait until every node sees its layout neighbours and has
-    routes to every node beyond them."""
+def start_mesh(
+    plan: LocalPlan, state: LocalState, topology: Topology, kind: str | None = None
+) -> tuple[BabelMesh | BatmanMesh, float]:
+    """Start the mesh (`kind`, by default batman-adv where the kernel has it, else babel)
+    and record which in the testbed's state. Babel: start babeld in every namespace,
+    record the daemons (so `down` stops them), and wait until every node sees its layout
+    neighbours and has routes to every node beyond them. batman-adv: `batman.start_batman`.
+    """
     from testbed.local.provider import STATE_DIR
 
+    if (kind or mesh_kind()) == "batman-adv":
+        from testbed.local.batman import start_batman
+
+        return start_batman(plan, state, topology)
     mesh = BabelMesh(plan, STATE_DIR / state.testbed_id)
     mesh.start()
     state.daemons.update({f"babel-{n}": p.pid for n, p in mesh.processes.items()})
+    state.mesh = "babel"
     state.save()
     seconds = mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes})
     seconds += mesh.wait_routes()

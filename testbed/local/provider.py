@@ -45,8 +45,9 @@ class LocalState:
     routing: str
     created_at: float
     up_seconds: float | None = None
-    link_delay: str = "none"
+    link_delay: str = "none"  # nfqueue or netem: which delay service runs
     daemons: dict[str, int] = field(default_factory=dict)
+    mesh: str = "none"  # babel or batman-adv once `mesh.start_mesh` ran
 
     def save(self) -> None:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -77,11 +78,14 @@ def up(
     cpu_scale: float | None = None,
     routing: str = "static",
     delay_layout: Path | None = None,
+    link_delay: str | None = None,
 ) -> tuple[LocalState, LocalPlan]:
     """Build the testbed; on any failure, remove what was built and re-raise.
 
-    With `delay_layout` (the layout file, whose drift rules give the latencies) the
-    NFQUEUE delay daemon starts too; its timeline starts at `state.created_at`.
+    With `delay_layout` (the layout file, whose drift rules give the latencies) a delay
+    service starts too; its timeline starts at `state.created_at`. It is `link_delay`:
+    "netem" (`testbed.local.netem_drift`) or "nfqueue" (`testbed.local.delay`); by
+    default netem where the kernel has it (`Capabilities.netem`), else the NFQUEUE daemon.
     """
     started = time.perf_counter()
     plan = plan_local(topology, testbed_id)
@@ -110,8 +114,12 @@ def up(
             group = root.child(node).create()
             group.set_limit_m(quota)
         if delay_layout is not None:
-            state.daemons["delay"] = _start_delay_daemon(testbed_id, delay_layout, state)
-            state.link_delay = "nfqueue"
+            kind = link_delay or _link_delay_kind()
+            if kind not in DELAY_SERVICES:
+                raise ValueError(f"link_delay {kind!r}: use one of {sorted(DELAY_SERVICES)}")
+            module = DELAY_SERVICES[kind]
+            state.daemons["delay"] = _start_delay_daemon(testbed_id, delay_layout, state, module)
+            state.link_delay = kind
             state.save()
     except BaseException:
         down(testbed_id)
@@ -121,7 +129,18 @@ def up(
     return state, plan
 
 
-def _start_delay_daemon(testbed_id: str, layout: Path, state: LocalState) -> int:
+DELAY_SERVICES = {"netem": "testbed.local.netem_drift", "nfqueue": "testbed.local.delay"}
+
+
+def _link_delay_kind() -> str:
+    from testbed.local.capabilities import probe
+
+    return "netem" if probe().netem else "nfqueue"
+
+
+def _start_delay_daemon(
+    testbed_id: str, layout: Path, state: LocalState, module: str = "testbed.local.delay"
+) -> int:
     run_dir = STATE_DIR / testbed_id
     run_dir.mkdir(parents=True, exist_ok=True)
     log = open(run_dir / "delay.err", "wb")  # noqa: SIM115
@@ -129,7 +148,7 @@ def _start_delay_daemon(testbed_id: str, layout: Path, state: LocalState) -> int
         [
             sys.executable,
             "-m",
-            "testbed.local.delay",
+            module,
             "--testbed",
             testbed_id,
             "--layout",

@@ -16,6 +16,7 @@ class DropReason(StrEnum):
     UNREACHABLE = "unreachable"
     TARGET_REJECTED = "target-rejected"
     NODE_LEFT = "node-left"
+    AGENT_DOWN = "agent-down"  # the node is in the mesh, but its LOS agent is not running
 
 
 @dataclass(frozen=True, slots=True)

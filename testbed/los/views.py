@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+STALE_AFTER_INTERVALS = 5
+"""A neighbour's availability is forgotten when no gossip came from it for this many
+gossip intervals (its agent is down, though the mesh still sees the node)."""
+
 
 @dataclass(frozen=True, slots=True)
 class NodeView:

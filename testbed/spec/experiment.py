@@ -106,23 +106,54 @@ class LocalSpec(_Strict):
     )
     sweep: SweepSpec | None = Field(default=None, description="a smaller sweep for local runs")
     duration_s: PositiveFloat | None = Field(default=None, description="emulated seconds")
+    stream_jobs: bool = Field(
+        default=True,
+        description="real replayers and prediction jobs per stream, deployed by the "
+        "playbooks (needs deploy: ansible); false: a trigger driver hands the agents "
+        "each stream's windows at its period",
+    )
+    deploy: Literal["ansible", "direct"] = Field(
+        default="ansible",
+        description="ansible: sshd per node, the numbered playbooks through ansible-runner "
+        "and fabric log collection (as on VMs); direct: the harness starts agents itself",
+    )
 
 
 class TimeplanEvent(_Strict):
-    """A change of the world at a time: a node leaves or joins, or background load changes."""
+    """A change of the world at a time: a node leaves or joins, background load changes,
+    a node's LOS agent stops (crashes) or starts again, or a link gets extra delay."""
 
     at_s: NonNegativeFloat
-    action: Literal["leave", "join", "load"]
+    action: Literal["leave", "join", "load", "agent-stop", "agent-start", "degrade"]
     node: str | None = None
     layer: str | None = None
     cpu_m: NonNegativeFloat | None = Field(
         default=None, description="background CPU demand per selected node (action 'load')"
     )
+    link: tuple[str, str] | None = Field(
+        default=None, description="the two neighbouring nodes of a link (action 'degrade')"
+    )
+    delay_ms: NonNegativeFloat | None = Field(
+        default=None,
+        description="extra one-way delay on the link, on top of the drift; 0 restores it "
+        "(action 'degrade')",
+    )
 
     @model_validator(mode="after")
     def _shape(self) -> TimeplanEvent:
-        if (self.node is None) == (self.layer is None):
-            raise ValueError("give exactly one of 'node' or 'layer'")
+        if self.action == "degrade":
+            if self.link is None or self.delay_ms is None:
+                raise ValueError("action 'degrade' needs 'link: [a, b]' and 'delay_ms'")
+            if self.node is not None or self.layer is not None:
+                raise ValueError("action 'degrade' selects a 'link', not a 'node' or 'layer'")
+            if self.link[0] == self.link[1]:
+                raise ValueError(f"'link' names two different nodes, not {self.link[0]} twice")
+        elif self.link is not None or self.delay_ms is not None:
+            raise ValueError(
+                f"'link' and 'delay_ms' only apply to action 'degrade', not '{self.action}'"
+            )
+        elif (self.node is None) == (self.layer is None):
+            raise ValueError(f"action '{self.action}' needs exactly one of 'node' or 'layer'")
         if self.action == "load" and self.cpu_m is None:
             raise ValueError("action 'load' needs 'cpu_m'")
         if self.action != "load" and self.cpu_m is not None:

@@ -179,6 +179,8 @@ def _check_references(
                 f"layer '{event.layer}' is not in the layout",
                 f"use one of {sorted(layers)}",
             )
+        if event.link is not None:
+            _check_link(event.link, layout, nodes, f"{path}: field 'timeplan[{i}].link'")
     if known_schedulers is not None:
         for i, name in enumerate(spec.schedulers):
             if name not in known_schedulers:
@@ -187,3 +189,21 @@ def _check_references(
                     f"unknown scheduler '{name}'",
                     f"use one of {sorted(known_schedulers)}",
                 )
+
+
+def _check_link(link: tuple[str, str], layout: LayoutSpec, nodes: set[str], where: str) -> None:
+    """A timeplan link names two nodes of the layout that are direct neighbours."""
+    from testbed.network.topology import build_topology  # it imports the spec models
+
+    for node in link:
+        if node not in nodes:
+            raise UserError(where, f"node '{node}' is not in the layout", f"use {sorted(nodes)}")
+    neighbours = build_topology(layout).neighbours(link[0])
+    if link[1] not in neighbours:
+        raise UserError(
+            where,
+            f"'{link[0]}' and '{link[1]}' are not neighbours in layout '{layout.name}'",
+            f"name a link of the layout, e.g. [{link[0]}, {neighbours[0]}]"
+            if neighbours
+            else "name two nodes that share a layer network",
+        )

@@ -25,6 +25,27 @@ PLANNED = {
 }
 
 
+def choose_testbed(caps: Any) -> tuple[str, str]:
+    """`auto`: the local testbed where this machine can host it, else the twin, and why.
+
+    `caps` is a `testbed.local.capabilities.Capabilities` (probed by the caller)."""
+    missing = []
+    if not caps.root:
+        missing.append("root")
+    if not caps.netns:
+        missing.append("network namespaces")
+    if caps.cgroups is None:
+        missing.append("CPU cgroups")
+    if caps.mesh == "static":
+        missing.append("a mesh (batman-adv or babeld)")
+    if missing:
+        return "twin", f"the local testbed needs {', '.join(missing)}; running the twin instead"
+    return "local", (
+        f"local testbed: namespaces, {caps.mesh} mesh, {caps.link_delay} link delay, "
+        f"cgroup {caps.cgroups} CPU limits"
+    )
+
+
 def testbed_names() -> list[str]:
     return ["twin", "local", *PLANNED]
 

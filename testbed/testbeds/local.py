@@ -9,9 +9,12 @@ triggers at their periods, in scaled time: one emulated second takes
 as keep its work in proportion (calibrated work x time scale x CPU scale).
 
 The spec's timeplan is applied at its (scaled) times by `testbed.local.faults`.
-Streams are driven by a trigger driver that hands each source agent the stream's next
-window of real CityPulse samples (synthetic ones without the data), as the prediction
-job would; the prediction jobs' own CPU use is declared to the agents, not burnt.
+With `local.deploy: ansible` (the default) every node runs an sshd and the numbered
+playbooks deploy the mesh, the agents and, per stream, a replayer and a prediction job
+(`testbed.local.deployment`); the triggers come from those prediction jobs, and fabric
+fetches the nodes' logs, from which the results are built. With `local.deploy: direct`
+(or `local.stream_jobs: false`) a trigger driver hands each source agent the stream's
+next window of CityPulse samples instead, and the prediction CPU is only declared.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import signal
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -33,14 +38,17 @@ import numpy as np
 
 from testbed.agent import auth
 from testbed.agent.service import samples_bytes
+from testbed.deploy.playbooks import DeployError
 from testbed.errors import UserError
 from testbed.experiment.outcome import CellOutcome
 from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.local.agents import AGENT_PORT, agent_configs, new_secret, start_agents
 from testbed.local.capabilities import Capabilities, probe
+from testbed.local.deployment import LocalDeployment
 from testbed.local.faults import Faults
-from testbed.local.mesh import entered, start_mesh
+from testbed.local.mesh import BabelMesh, entered, link_local_addresses, start_mesh
 from testbed.local.provider import STATE_DIR, LocalState, down, up
+from testbed.local.sshd import sshd_binary
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
 from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
@@ -105,7 +113,7 @@ class LocalTestbed:
 
     def __init__(self, experiment: ResolvedExperiment, caps: Capabilities | None = None) -> None:
         self.caps = caps or probe()
-        needs_babeld = experiment.spec.local.mesh and not self.caps.babeld
+        needs_babeld = experiment.spec.local.mesh and self.caps.mesh == "static"
         if not self.caps.local_testbed_ready or needs_babeld:
             raise UserError(
                 "--testbed local",
@@ -119,6 +127,20 @@ class LocalTestbed:
         self.plan: LocalPlan | None = None
         self.secret = new_secret()
         self.samples = self._stream_data()
+        self.run_dir: Path | None = None
+        self.deployment: LocalDeployment | None = None
+        self.deploy_note = self._deploy_note()
+
+    def attach(self, run_dir: Path) -> None:
+        """The run directory: inventory, playbook timings and collected node logs go there."""
+        self.run_dir = run_dir
+
+    def _deploy_note(self) -> str:
+        if self.experiment.spec.local.deploy == "direct":
+            return "direct: agents started by the harness with nsenter (local.deploy: direct)"
+        if sshd_binary() is None:
+            return "direct: no sshd on this machine (install openssh-server for ansible)"
+        return "ansible: sshd per node namespace, playbooks via ansible-runner, fabric collection"
 
     # --- the testbed ----------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
@@ -130,24 +152,55 @@ class LocalTestbed:
             "link_delay": self.caps.link_delay if local.delay else "none",
             "time_scale": local.time_scale,
             "training_samples": self._training_samples(),
-            "streams": "trigger driver with real CityPulse windows (prediction CPU declared)",
+            "streams": (
+                "a replayer and a prediction job per stream (05-streams), under the node's "
+                "CPU limits"
+                if local.stream_jobs and self.deploy_note.startswith("ansible")
+                else "trigger driver with real CityPulse windows (prediction CPU declared)"
+            ),
+            "deploy": self.deploy_note,
         }
 
     def _ensure_up(self) -> tuple[LocalState, LocalPlan]:
         if self.state is None or self.plan is None:
             local = self.experiment.spec.local
-            use_mesh = local.mesh and self.caps.mesh == "babel"
-            delay = self.experiment.layout_path if local.delay and self.caps.nfqueue else None
+            use_mesh = local.mesh and self.caps.mesh in ("babel", "batman-adv")
+            has_delay = local.delay and self.caps.link_delay in ("netem", "nfqueue")
             self.state, self.plan = up(
-                self.topology, self.id, local.cpu_scale, "none" if use_mesh else "static", delay
+                self.topology,
+                self.id,
+                local.cpu_scale,
+                "none" if use_mesh else "static",
+                self.experiment.layout_path if has_delay else None,
+                self.caps.link_delay,
             )
-            if use_mesh:
-                start_mesh(self.plan, self.state, self.topology)
+            if self.deploy_note.startswith("ansible"):
+                deploy_dir = (self.run_dir or STATE_DIR / self.id) / "deployment"
+                self.deployment = LocalDeployment(self.plan, self.state, self.topology, deploy_dir)
+                self.deployment.start_ssh()
+                self.deployment.base()
+            if use_mesh and self.caps.mesh == "babel" and self.deployment is not None:
+                self.deployment.mesh("babel", hello_s=1.0)
+                mesh = BabelMesh(self.plan, STATE_DIR / self.id)
+                mesh.wait_converged(
+                    {n: set(self.topology.neighbours(n)) for n in self.topology.nodes}
+                )
+                mesh.wait_routes()
+            elif use_mesh:
+                start_mesh(self.plan, self.state, self.topology, self.caps.mesh)
         return self.state, self.plan
 
     def close(self) -> None:
+        if self.deployment is not None:
+            with contextlib.suppress(Exception):  # down removes what this leaves anyway
+                self.deployment.stage("09-stop.yml", stop_mesh=True)
         with contextlib.suppress(RuntimeError):
             down(self.id)
+
+    def agent_dir(self, node: str) -> Path:
+        if self.deployment is not None:
+            return self.deployment.agent_dir(node)
+        return STATE_DIR / self.id / "agents" / node
 
     # --- data -------------------------------------------------------------------------
     def _training_samples(self) -> int:
@@ -190,14 +243,19 @@ class LocalTestbed:
             entry = load.setdefault(stream.node, {"prediction_m": 0.0, "prediction_mb": 0.0})
             entry["prediction_m"] += spec.prediction.cpu_m
             entry["prediction_mb"] += spec.prediction.memory_mb
-        shutil.rmtree(STATE_DIR / self.id / "agents", ignore_errors=True)
+        for node in self.topology.nodes:
+            shutil.rmtree(self.agent_dir(node), ignore_errors=True)
+        overrides: dict[str, dict[str, Any]] = {
+            node: {"work_dir": str(self.agent_dir(node)), **load.get(node, {})}
+            for node in self.topology.nodes
+        }
         configs = agent_configs(
             plan,
             self.topology,
             state,
             self.secret,
-            "babel" if local.mesh and self.caps.mesh == "babel" else "static",
-            overrides=load,
+            state.mesh if local.mesh else "static",
+            overrides=overrides,
             common={
                 "scheduler": cell.scheduler,
                 "los": spec.los.model_dump(),
@@ -208,14 +266,26 @@ class LocalTestbed:
                 "prewarm": True,
             },
         )
-        pids = start_agents(plan, state, configs)
+        if self.deployment is not None:
+            pids = self.deployment.start_agents(configs, link_local_addresses(plan))
+        else:
+            pids = start_agents(plan, state, configs)
         try:
             self._wait_ready(plan)
             time.sleep(3 * local.gossip_interval_s)
-            faults = Faults(plan, state)
+            faults = Faults(  # it restarts stopped agents from their configs, updating pids
+                plan,
+                state,
+                agents=pids,
+                agent_dirs={node: Path(c.work_dir) for node, c in configs.items()},
+            )
             try:
+                self._changes: list[tuple[float, str, str]] = []
                 with HostLoad() as host:
-                    started, sent, world = self._drive(plan, streams, local.time_scale, faults)
+                    if self.deployment is not None and local.stream_jobs:
+                        started, sent, world = self._run_streams(streams, local.time_scale, faults)
+                    else:
+                        started, sent, world = self._drive(plan, streams, local.time_scale, faults)
                     self._drain(sent, streams, local.time_scale)
             finally:
                 faults.reset()
@@ -226,6 +296,19 @@ class LocalTestbed:
                     os.killpg(pid, signal.SIGKILL)
                 state.daemons.pop(name, None)
             state.save()
+            if self.deployment is not None:  # prediction jobs and replayers (09-stop)
+                with contextlib.suppress(DeployError):
+                    self.deployment.stop_services()
+        if self.deployment is not None:  # the results come from the nodes, over SSH
+            into = (self.run_dir or STATE_DIR / self.id) / "nodes" / cell.id
+            fetched = self.deployment.collect(into)
+            events = self._read_events(into / node / "agent" / "events.jsonl" for node in fetched)
+            if local.stream_jobs:  # and so do the triggers, now that every job has stopped
+                self._agent_down_triggers = set()
+                sent = self._sent_by_jobs(streams, self.start_epoch, local.time_scale, into)
+            world.append(
+                {"kind": "collected", "via": "fabric/sftp", "bytes": sum(fetched.values())}
+            )
         rows = self._rows(cell, streams, sent, events, started, local.time_scale)
         world += [
             {
@@ -269,6 +352,164 @@ class LocalTestbed:
         except OSError:
             return None
 
+    def _apply(
+        self, item: TimeplanEvent, at: float, faults: Faults, now: float | None = None
+    ) -> dict[str, Any]:
+        """Apply one timeplan event due at `at` now (emulated `now`, if later than due);
+        its world-log entry."""
+        if item.link is not None:
+            nodes = list(item.link)
+        elif item.node:
+            nodes = [item.node]
+        else:
+            nodes = [n for n, node in self.topology.nodes.items() if node.layer == item.layer]
+        if item.action == "agent-stop":
+            stopped_at = time.monotonic()
+            self._agent_stops += [(n, stopped_at) for n in nodes]
+        faults.apply(item.action, nodes, item.cpu_m, item.delay_ms)
+        for node in nodes:  # who was away when, for triggers that found nobody
+            self._changes.append((max(at, now or at), node, item.action))
+        return {
+            "sim_time": at,
+            "kind": f"timeplan-{item.action}",
+            "nodes": nodes,
+            "cpu_m": item.cpu_m,
+            # which delay service applies it: only nfqueue reads overrides
+            **(
+                {"delay_ms": item.delay_ms, "delay_service": faults.state.link_delay}
+                if item.action == "degrade"
+                else {}
+            ),
+            "applied_at": time.time(),
+        }
+
+    def _away(self, node: str, at: float, leave: str, back: str) -> bool:
+        """Was `node` away (between a `leave` and a `back` action) at emulated time `at`?"""
+        away = False
+        for when, who, action in self._changes:
+            if who == node and when <= at:
+                away = action == leave if action in (leave, back) else away
+        return away
+
+    def _stream_jobs(self, streams: list[StreamDef]) -> dict[str, list[dict[str, Any]]]:
+        """What 05-streams deploys per source node: for every stream a prediction job and
+        a replayer pacing the stream so that its cache fills once per (scaled) period."""
+        spec = self.experiment.spec
+        local = spec.local
+        state = self.state
+        assert state is not None
+        size = self._training_samples()
+        files = find_sensor_files(CITYPULSE) if CITYPULSE.is_dir() else []
+        by_node: dict[str, list[dict[str, Any]]] = {}
+        for k, stream in enumerate(streams):
+            kind = DATA_OF[stream.model]
+            match = [p for p in files if p.name.startswith(f"{kind}Data")]
+            phase = round(stream.first_trigger_s / stream.period_s * size)
+            jobs = by_node.setdefault(stream.node, [])
+            jobs.append(
+                {
+                    "id": stream.id,
+                    "kind": stream.model,
+                    "source": str(match[0].resolve()) if match else f"synthetic:{kind}:{k}",
+                    "port": 7100 + len(jobs),
+                    "period_s": stream.period_s,
+                    "samples": size,
+                    "interval_s": round(stream.period_s * local.time_scale / size, 6),
+                    "preroll": min(size - 1, max(0, size - phase)),
+                    "offset": 97 * k,
+                    "count": int(spec.duration_s / stream.period_s * size) + 2 * size,
+                    "limit_m": round(spec.prediction.cpu_m * state.cpu_scale, 1),
+                    "poll_s": 1.0,
+                }
+            )
+        return by_node
+
+    def _run_streams(
+        self, streams: list[StreamDef], scale: float, faults: Faults
+    ) -> tuple[float, list[tuple[str | None, StreamDef, float]], list[dict[str, Any]]]:
+        """Deploy the streams' prediction jobs and replayers, start them together, apply
+        the timeplan and stop streams that had their trainings; the triggers they sent."""
+        assert self.deployment is not None
+        deployment = self.deployment
+        spec = self.experiment.spec
+        by_node = self._stream_jobs(streams)
+        deployment.start_streams(by_node, AGENT_PORT, self.secret)
+        self._agent_down_triggers: set[tuple[str, float]] = set()
+        self._agent_stops: list[tuple[str, float]] = []
+        # the start lead covers writing the start files (one SFTP session per node)
+        self.start_epoch = time.time() + 3.0
+        deployment.release_streams(list(by_node), self.start_epoch)
+        started = time.monotonic() + (self.start_epoch - time.time())
+        plan_n = len(spec.timeplan)
+        queue = [(e.at_s, i - plan_n, e) for i, e in enumerate(spec.timeplan)]
+        heapq.heapify(queue)
+        world: list[dict[str, Any]] = []
+        stopping: dict[str, Future[None]] = {}  # stream -> its replayer's stop (over SSH)
+        end = started + spec.duration_s * scale
+
+        def stop(stream: StreamDef) -> None:
+            previous = stopping.get(stream.id)
+            if previous is None or (previous.done() and previous.exception() is not None):
+                stopping[stream.id] = pool.submit(
+                    deployment.stop_replayer, stream.node, stream.id
+                )  # a node that left cannot be reached: tried again next round
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            while time.monotonic() < end:
+                now = (time.monotonic() - started) / scale
+                while queue and queue[0][0] <= now:
+                    at, _, event = heapq.heappop(queue)
+                    world.append(self._apply(event, at, faults, now))
+                if spec.iterations is not None:
+                    for stream in streams:
+                        if self._executed(stream) >= spec.iterations:
+                            stop(stream)
+                next_event = started + queue[0][0] * scale if queue else end
+                time.sleep(
+                    max(0.0, min(0.25, next_event - time.monotonic(), end - time.monotonic()))
+                )
+            for stream in streams:  # the cell is over: no more samples
+                stop(stream)
+            wait(list(stopping.values()))
+        # nodes that are away now keep their replayer until 09-stop; their triggers come
+        # after the end and do not count
+        return started, self._sent_by_jobs(streams, self.start_epoch, scale), world
+
+    def _sent_by_jobs(
+        self,
+        streams: list[StreamDef],
+        start_epoch: float,
+        scale: float,
+        root: Path | None = None,
+    ) -> list[tuple[str | None, StreamDef, float]]:
+        """The triggers the prediction jobs sent, from their logs (on the nodes, or the
+        copies fabric fetched under `root`), in emulated time. A trigger no agent took is
+        `lost`, or `agent-down` while the source's agent was stopped; none counts while
+        the source node had left (it reaches no agent)."""
+        assert self.deployment is not None
+        sent = []
+        for stream in streams:
+            if root is None:
+                path = self.deployment.stream_dir(stream.node) / f"{stream.id}.jsonl"
+            else:
+                path = root / stream.node / "streams" / f"{stream.id}.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    record = json.loads(line)
+                    at = round((record["at"] - start_epoch) / scale, 3)
+                    if at >= self.experiment.spec.duration_s:
+                        continue
+                    if record.get("trigger"):
+                        sent.append((str(record["trigger"]), stream, at))
+                    elif self._away(stream.node, at, "leave", "join"):
+                        continue
+                    else:
+                        if self._away(stream.node, at, "agent-stop", "agent-start"):
+                            self._agent_down_triggers.add((stream.id, at))
+                        sent.append((None, stream, at))
+        return sent
+
     def _drive(
         self, plan: LocalPlan, streams: list[StreamDef], scale: float, faults: Faults
     ) -> tuple[float, list[tuple[str | None, StreamDef, float]], list[dict[str, Any]]]:
@@ -279,11 +520,16 @@ class LocalTestbed:
         queue: list[tuple[float, int, Any]] = [
             (s.first_trigger_s, k, s) for k, s in enumerate(streams)
         ]
-        queue += [(e.at_s, -1 - i, e) for i, e in enumerate(spec.timeplan)]
+        # timeplan events before triggers at the same time, in the spec's order (as on the twin)
+        plan_n = len(spec.timeplan)
+        queue += [(e.at_s, i - plan_n, e) for i, e in enumerate(spec.timeplan)]
         heapq.heapify(queue)
         offsets = {s.id: 0 for s in streams}
         sent: list[tuple[str | None, StreamDef, float]] = []
         world: list[dict[str, Any]] = []
+        # for `_rows`: triggers no agent took, and when (monotonic) each agent was stopped
+        self._agent_down_triggers: set[tuple[str, float]] = set()
+        self._agent_stops: list[tuple[str, float]] = []
         started = time.monotonic()
         while queue:
             at, k, item = heapq.heappop(queue)
@@ -293,25 +539,7 @@ class LocalTestbed:
             if wait > 0:
                 time.sleep(wait)
             if isinstance(item, TimeplanEvent):
-                nodes = (
-                    [item.node]
-                    if item.node
-                    else [
-                        n
-                        for n, spec_node in self.topology.nodes.items()
-                        if spec_node.layer == item.layer
-                    ]
-                )
-                faults.apply(item.action, nodes, item.cpu_m)
-                world.append(
-                    {
-                        "sim_time": at,
-                        "kind": f"timeplan-{item.action}",
-                        "nodes": nodes,
-                        "cpu_m": item.cpu_m,
-                        "applied_at": time.time(),
-                    }
-                )
+                world.append(self._apply(item, at, faults))
                 continue
             stream: StreamDef = item
             if spec.iterations is not None and self._executed(stream) >= spec.iterations:
@@ -322,6 +550,10 @@ class LocalTestbed:
             data = self.samples[stream.model]
             start = (offsets[stream.id] + 97 * k) % max(1, len(data) - size)
             offsets[stream.id] += size
+            if stream.node in faults.agents_down:  # the prediction job finds no agent
+                self._agent_down_triggers.add((stream.id, at))
+                sent.append((None, stream, at))
+                continue
             trigger = self._post_trigger(plan, stream, samples_bytes(data[start : start + size]))
             sent.append((trigger, stream, at))
         return started, sent, world
@@ -347,7 +579,7 @@ class LocalTestbed:
 
     def _executed(self, stream: StreamDef) -> int:
         """Executed trainings of a stream so far, from its source agent's reports."""
-        path = STATE_DIR / self.id / "agents" / stream.node / "events.jsonl"
+        path = self.agent_dir(stream.node) / "events.jsonl"
         if not path.exists():
             return 0
         count = 0
@@ -362,8 +594,15 @@ class LocalTestbed:
         return count
 
     def _collect(self) -> list[dict[str, Any]]:
+        """The agents' events so far, read live from their work directories."""
+        return self._read_events(self.agent_dir(n) / "events.jsonl" for n in self.topology.nodes)
+
+    @staticmethod
+    def _read_events(paths: Iterable[Path]) -> list[dict[str, Any]]:
         events = []
-        for path in (STATE_DIR / self.id / "agents").glob("*/events.jsonl"):
+        for path in paths:
+            if not path.exists():
+                continue
             for line in path.read_text().splitlines():
                 with contextlib.suppress(ValueError):
                     events.append(json.loads(line))
@@ -379,9 +618,28 @@ class LocalTestbed:
         scale: float,
     ) -> list[dict[str, Any]]:
         outcome: dict[str, dict[str, Any]] = {}
+        holders: dict[str, set[str]] = {}  # trigger -> the agents that held it
         for event in events:
             if event["kind"] in ("report", "dropped") and "trigger" in event:
                 outcome.setdefault(event["trigger"], event)
+            if event["kind"] == "decided":
+                held = holders.setdefault(event["trigger"], set())
+                held.add(event["node"])
+                if isinstance(event.get("detail"), dict) and event["detail"].get("node"):
+                    held.add(event["detail"]["node"])
+        down_triggers = getattr(self, "_agent_down_triggers", set())
+        stops = getattr(self, "_agent_stops", [])
+
+        def agent_lost(trigger: str | None, stream: StreamDef, at: float) -> bool:
+            """No outcome, because an agent that held it (or its source's) was stopped."""
+            if (stream.id, at) in down_triggers:
+                return True
+            if trigger is None:
+                return False
+            held = holders.get(trigger, set()) | {stream.node}
+            sent_at = started + at * scale
+            return any(node in held and stopped >= sent_at for node, stopped in stops)
+
         rows = []
         counts = {s.id: 0 for s in streams}
         executed = {s.id: 0 for s in streams}
@@ -401,7 +659,8 @@ class LocalTestbed:
             }
             event = outcome.get(trigger or "")
             if event is None:
-                row.update(outcome="dropped", drop_reason="lost", path=stream.node, hops=0)
+                reason = "agent-down" if agent_lost(trigger, stream, at) else "lost"
+                row.update(outcome="dropped", drop_reason=reason, path=stream.node, hops=0)
             elif event["kind"] == "dropped" or event.get("outcome") == "dropped":
                 path = event.get("path") or [stream.node]
                 row.update(

@@ -6,6 +6,10 @@ work under their CPU limit in a fair-share CPU and stop; availability gossip tha
 reaches neighbours late (each node broadcasts every `gossip.interval_s` with its own
 phase, and a neighbour uses the newest broadcast it has received); link latencies that
 drift; nodes that leave and join and background load that changes, from the timeplan.
+The timeplan can also stop a node's LOS agent (a crash: the node neither schedules nor
+executes, its running trainings die, its streams' triggers are dropped as `agent-down`,
+its neighbours keep its last broadcast until it is `STALE_AFTER_INTERVALS` gossip
+intervals old) and start it again, and add extra delay to a link (`degrade`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ from testbed.los.job import JobKey, RunRecord, TrainingJob
 from testbed.los.placement import Placement, place
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.schedulers import make_scheduler
-from testbed.los.views import NodeView
+from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
+from testbed.network.degrade import LinkPair, link_pair
 from testbed.network.drift import DriftTimeline
 from testbed.network.topology import Topology
 from testbed.spec.calibration import Gaussian, ModelCost
-from testbed.spec.experiment import ResolvedExperiment
+from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
 from testbed.twin.node import TwinNode
 
 
@@ -67,6 +72,7 @@ class TwinCell:
         self.scheduler = make_scheduler(cell.scheduler)
         self.rows: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
+        self.link_extra_ms: dict[LinkPair, float] = {}  # from the timeplan's `degrade`
         gossip = self.spec.gossip.interval_s
         phase_rng = np.random.default_rng(seeds.arrivals.integers(2**32))
         self.gossip_phase = {name: float(phase_rng.uniform(0, gossip)) for name in self.nodes}
@@ -86,7 +92,8 @@ class TwinCell:
 
     # --- the world as one node sees it ------------------------------------------------
     def _latency_ms(self, a: str, b: str) -> float:
-        return self.drift.link_latency_ms(self.topology.link(a, b), self.env.now)
+        drift = self.drift.link_latency_ms(self.topology.link(a, b), self.env.now)
+        return drift + self.link_extra_ms.get(link_pair(a, b), 0.0)
 
     def _in_mesh(self, name: str) -> bool:
         node = self.nodes[name]
@@ -102,10 +109,8 @@ class TwinCell:
         else:
             latency = self._latency_ms(viewer, name)
             bandwidth = self.topology.link(viewer, name).bandwidth_mbit
-            heard = self.env.now - latency / 1000.0
-            interval = self.spec.gossip.interval_s
-            phase = self.gossip_phase[name]
-            at = phase + math.floor((heard - phase) / interval) * interval if heard >= phase else 0
+            heard = self._broadcast_at(name, self.env.now - latency / 1000.0)
+            at = heard if heard is not None else -math.inf  # never heard: stale at once
             state = node.availability_at(at)
         return NodeView(
             node=name,
@@ -119,14 +124,41 @@ class TwinCell:
             reported_at=at,
         )
 
+    def _broadcast_at(self, name: str, heard: float) -> float | None:
+        """When the newest broadcast of a node that has arrived by `heard` was sent.
+
+        Agents broadcast every gossip interval with their own phase (the state at time 0
+        counts as known from the start), and once more the moment they start again; nothing
+        while they are down. None: nothing was ever sent."""
+        node = self.nodes[name]
+        interval = self.spec.gossip.interval_s
+        phase = self.gossip_phase[name]
+        t = heard
+        while True:
+            at = 0.0
+            if t >= phase:
+                at = phase + math.floor((t - phase) / interval) * interval
+                at = at - interval if at > t else at  # rounding
+            restarts = [s for _, s in node.agent_outages if s is not None and at < s <= t]
+            at = max(restarts, default=at)
+            outage = node.agent_down_at(at)
+            if outage is None:
+                return at
+            if outage[0] <= 0:
+                return None
+            t = math.nextafter(outage[0], -math.inf)
+
     def _views_of(self, name: str) -> tuple[NodeView, tuple[NodeView, ...]] | None:
-        if not self.nodes[name].alive:
+        node = self.nodes[name]
+        if not node.alive or not node.agent_up:
             return None
-        neighbours = tuple(
+        stale_s = STALE_AFTER_INTERVALS * self.spec.gossip.interval_s
+        views = (
             self._view(name, other)
             for other in self.topology.neighbours(name)
             if self._in_mesh(other)
         )
+        neighbours = tuple(v for v in views if self.env.now - v.reported_at <= stale_s)
         return self._view(name, name), neighbours
 
     # --- processes ------------------------------------------------------------------
@@ -136,21 +168,24 @@ class TwinCell:
             node.add_prediction(self.spec.prediction.cpu_m, self.spec.prediction.memory_mb)
             self.env.process(self._stream(state))
         for event in self.spec.timeplan:
-            self.env.process(
-                self._timeplan(event.at_s, event.action, event.node, event.layer, event.cpu_m)
-            )
+            self.env.process(self._timeplan(event))
         self.env.run()
         return CellOutcome(
             self.rows, self.events, float(self.env.now), [s.stream for s in self.streams]
         )
 
-    def _timeplan(
-        self, at_s: float, action: str, node: str | None, layer: str | None, cpu_m: float | None
-    ) -> Any:
-        if at_s >= self.spec.duration_s:
+    def _timeplan(self, event: TimeplanEvent) -> Any:
+        action, node, layer, cpu_m = event.action, event.node, event.layer, event.cpu_m
+        if event.at_s >= self.spec.duration_s:
             return
-        yield self.env.timeout(at_s)
-        targets = [node] if node else [n for n, t in self.nodes.items() if t.spec.layer == layer]
+        yield self.env.timeout(event.at_s)
+        if event.link is not None:
+            targets = list(event.link)
+            self.link_extra_ms[link_pair(*event.link)] = event.delay_ms or 0.0
+        elif node:
+            targets = [node]
+        else:
+            targets = [n for n, t in self.nodes.items() if t.spec.layer == layer]
         for name in targets:
             twin = self.nodes[name]
             if action == "leave" and twin.alive:
@@ -159,12 +194,20 @@ class TwinCell:
                 twin.join()
             elif action == "load":
                 twin.set_background(cpu_m or 0.0)
+            elif action == "agent-stop" and twin.agent_up:
+                twin.stop_agent()
+                for state in self.streams:  # its runtime models die with it
+                    if state.stream.node == name:
+                        state.model = self._stream_state(state.stream).model
+            elif action == "agent-start" and not twin.agent_up:
+                twin.start_agent()
         self.events.append(
             {
                 "sim_time": self.env.now,
                 "kind": f"timeplan-{action}",
                 "nodes": targets,
                 "cpu_m": cpu_m,
+                **({"delay_ms": event.delay_ms} if action == "degrade" else {}),
             }
         )
 
@@ -210,6 +253,9 @@ class TwinCell:
     def _trigger(self, state: _StreamState) -> None:
         state.triggers += 1
         row = self._row(state, self.env.now)
+        if not self.nodes[state.stream.node].agent_up:  # nobody takes the trigger
+            self._drop(row, DropReason.AGENT_DOWN, (state.stream.node,))
+            return
         if state.running:
             self._drop(row, DropReason.PREVIOUS_RUNNING, (state.stream.node,))
             return
@@ -219,7 +265,11 @@ class TwinCell:
         )
         if not placement.executed:
             assert placement.drop_reason is not None
-            self._drop(row, placement.drop_reason, placement.path)
+            reason = placement.drop_reason
+            last = self.nodes[placement.path[-1]]
+            if reason == DropReason.UNREACHABLE and last.alive and not last.agent_up:
+                reason = DropReason.AGENT_DOWN  # the mesh reaches it, its agent is gone
+            self._drop(row, reason, placement.path)
             return
         state.running = True
         self.env.process(self._execute(state, job, placement, row))
@@ -262,6 +312,9 @@ class TwinCell:
         node = self.nodes[target]
         if not node.alive:
             return self._lost(state, row, placement, DropReason.UNREACHABLE)
+        if not node.agent_up or not self.nodes[job.source].agent_up:
+            # no agent takes the job, or the source's agent cannot hand over the samples
+            return self._lost(state, row, placement, DropReason.AGENT_DOWN)
         if node.availability().memory_free_mb < memory:
             return self._lost(state, row, placement, DropReason.TARGET_REJECTED)
         epoch = node.epoch
@@ -288,8 +341,12 @@ class TwinCell:
             ok = yield node.work(cost.stop_cpu_s * 1000.0, cap)
         t_stop = self.env.now - t2
         if not ok:
-            return self._lost(state, row, placement, DropReason.NODE_LEFT)
+            crashed = any(t0 <= stopped <= self.env.now for stopped, _ in node.agent_outages)
+            reason = DropReason.AGENT_DOWN if crashed else DropReason.NODE_LEFT
+            return self._lost(state, row, placement, reason)
         node.release(limit, memory)
+        if not self.nodes[job.source].agent_up:  # the new model and the report are lost
+            return self._lost(state, row, placement, DropReason.AGENT_DOWN)
         record = RunRecord(
             node=target,
             limit_m=limit,

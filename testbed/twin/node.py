@@ -28,6 +28,8 @@ class TwinNode:
         self.cpu = FairShareCpu(node.cpu_capacity_m)
         self.alive = True
         self.down_since: float | None = None
+        self.agent_up = True  # the node's LOS agent: schedules, executes, gossips
+        self.agent_outages: list[tuple[float, float | None]] = []  # (stopped, started again)
         self.epoch = 0
         self.allocated_m = 0.0
         self.memory_used_mb = 0.0
@@ -126,6 +128,32 @@ class TwinNode:
             per_task = self.prediction_m / max(1, len(self._prediction_tasks))
             self.cpu.add(self.env.now, tid, cap_m=per_task)
         self._changed()
+
+    # --- the LOS agent crashes and comes back -----------------------------------------
+    def stop_agent(self) -> None:
+        """The agent dies with the training jobs it runs; prediction jobs keep running."""
+        self.agent_up = False
+        self.agent_outages.append((self.env.now, None))
+        self.epoch += 1
+        for tid, event in list(self._waiting.items()):
+            self.cpu.remove(self.env.now, tid)
+            del self._waiting[tid]
+            event.succeed(False)
+        self.allocated_m = 0.0
+        self.memory_used_mb = 0.0
+        self._changed()
+
+    def start_agent(self) -> None:
+        self.agent_up = True
+        stopped, _ = self.agent_outages[-1]
+        self.agent_outages[-1] = (stopped, self.env.now)
+
+    def agent_down_at(self, t: float) -> tuple[float, float | None] | None:
+        """The outage of the agent that covers time t, if any."""
+        for stopped, started in self.agent_outages:
+            if stopped <= t and (started is None or t < started):
+                return stopped, started
+        return None
 
     # --- event plumbing -------------------------------------------------------------
     def _changed(self) -> None:

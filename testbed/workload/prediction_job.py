@@ -10,6 +10,7 @@ the old version keeps serving until then.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
@@ -17,9 +18,13 @@ import urllib.request
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
+from testbed.agent import auth
 from testbed.jobs.model_repo import Repository
 from testbed.workload.detectors import FEATURE_COUNT, Detector
 from testbed.workload.framing import read_frame
@@ -129,32 +134,68 @@ class PredictionJob:
         return True
 
     async def poll_forever(self, interval_s: float) -> None:
+        """Poll until cancelled; a repository that does not answer (its agent restarting,
+        say) is asked again next time."""
         while True:
-            await asyncio.to_thread(self.poll_once)
+            with contextlib.suppress(OSError, ValueError):
+                await asyncio.to_thread(self.poll_once)
             await asyncio.sleep(interval_s)
 
 
 class HttpTrainingHook:
-    """POST the cached samples (.npy) to the agent that schedules the training."""
+    """POST the cached samples (.npy) to the agent that schedules the training.
 
-    def __init__(self, url: str, timeout_s: float = 10.0) -> None:
+    With `secret` the request is signed as agents sign theirs (`testbed.agent.auth`);
+    with `period_s` the agent learns the stream's training period. With `log`, every
+    trigger appends a JSON line: when, the agent's trigger id (or the error), and the
+    sample count. A failed POST is logged, never raised: the stream goes on."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout_s: float = 10.0,
+        secret: bytes | None = None,
+        period_s: float | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.url = url
         self.timeout_s = timeout_s
+        self.secret = secret
+        self.period_s = period_s
+        self.log = log
 
     def __call__(self, trigger: TrainingTrigger) -> None:
         buffer = io.BytesIO()
         np.save(buffer, trigger.samples)
-        meta = {
+        body = buffer.getvalue()
+        meta: dict[str, Any] = {
             "stream": trigger.stream,
             "kind": trigger.kind,
             "model_version": trigger.model_version,
             "sample_count": trigger.sample_count,
         }
-        request = urllib.request.Request(
-            self.url,
-            data=buffer.getvalue(),
-            method="POST",
-            headers={"Content-Type": "application/x-npy", "X-Trigger": json.dumps(meta)},
-        )
-        with urllib.request.urlopen(request, timeout=self.timeout_s):
-            pass
+        if self.period_s is not None:
+            meta["period_s"] = self.period_s
+        headers = {"Content-Type": "application/x-npy", "X-Trigger": json.dumps(meta)}
+        if self.secret is not None:
+            headers.update(auth.sign(self.secret, "POST", urlsplit(self.url).path, body))
+        request = urllib.request.Request(self.url, data=body, method="POST", headers=headers)
+        record: dict[str, Any] = {
+            "at": time.time(),
+            "stream": trigger.stream,
+            "sample_count": trigger.sample_count,
+            "model_version": trigger.model_version,
+        }
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                answer = json.loads(response.read() or b"{}")
+            record["trigger"] = answer.get("trigger")
+            if answer.get("dropped"):
+                record["dropped"] = answer["dropped"]
+        except (OSError, ValueError) as error:
+            if self.log is None:
+                raise
+            record["error"] = f"{type(error).__name__}: {error}"[:200]
+        if self.log is not None:
+            with self.log.open("a") as out:
+                out.write(json.dumps(record) + "\n")

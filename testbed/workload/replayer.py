@@ -49,16 +49,32 @@ def samples_of(frame: pd.DataFrame, columns: Sequence[str]) -> list[Sample]:
     ]
 
 
+def rotated(samples: Sequence[Sample], offset: int, count: int) -> list[Sample]:
+    """`count` samples starting at `offset`, wrapping around, numbered from 0 (pure)."""
+    if not samples:
+        return []
+    n = len(samples)
+    return [
+        Sample(i, samples[(offset + i) % n].time, samples[(offset + i) % n].values)
+        for i in range(count)
+    ]
+
+
 def schedule(
-    samples: Sequence[Sample], interval_s: float | None = None, speedup: float | None = None
+    samples: Sequence[Sample],
+    interval_s: float | None = None,
+    speedup: float | None = None,
+    preroll: int = 0,
 ) -> np.ndarray:
-    """Send offsets in seconds from the start (pure)."""
+    """Send offsets in seconds from the start (pure). With a fixed interval, `preroll`
+    samples go out at once at the start, as if the stream had begun that much earlier
+    (a stream's phase: its first training comes `preroll` samples sooner)."""
     if (interval_s is None) == (speedup is None):
         raise ValueError("give exactly one of interval_s or speedup")
     if interval_s is not None:
         if interval_s < 0:
             raise ValueError("interval_s must not be negative")
-        return np.arange(len(samples)) * interval_s
+        return np.maximum(0.0, (np.arange(len(samples)) - preroll) * interval_s)
     assert speedup is not None
     if speedup <= 0:
         raise ValueError("speedup must be positive")

@@ -1,0 +1,1 @@
+"""Deployment over SSH: ansible inventories, the numbered playbooks, log collection."""

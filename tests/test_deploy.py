@@ -1,0 +1,195 @@
+"""Deployment over SSH: the inventory (pure), the playbooks (syntax), and on real
+namespaces: sshd per node, the playbooks by hand with ansible-playbook, fabric
+collection, and nothing left after `down`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed.deploy.inventory import build_inventory, hosts_of, inventory_yaml
+from testbed.deploy.playbooks import PLAYBOOK_DIR, DeployError, playbook_env, run_stage
+from testbed.network.topology import Topology, build_topology
+from testbed.spec.loader import load_layout
+
+from .conftest import EXPERIMENTS
+
+ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return build_topology(load_layout(EXPERIMENTS / "layouts" / "paper.yaml"))
+
+
+def paper_inventory(topology: Topology) -> dict:
+    addresses = {node: f"10.0.0.{i + 1}" for i, node in enumerate(topology.nodes)}
+    interfaces = {
+        node: [f"eth-{n}" for n in topology.nodes[node].networks] for node in topology.nodes
+    }
+    return build_inventory(topology, addresses, interfaces, {"ansible_user": "root"})
+
+
+def test_the_inventory_has_a_group_per_layer_and_the_gateways(topology: Topology) -> None:
+    inventory = paper_inventory(topology)
+    children = inventory["all"]["children"]
+    assert {k: len(v["hosts"]) for k, v in children.items()} == {
+        "cloud": 6,
+        "fog": 4,
+        "edge": 5,
+        "gateways": 2,
+    }
+    hosts = hosts_of(inventory)
+    assert len(hosts) == 15 and inventory["all"]["vars"] == {"ansible_user": "root"}
+    for node, values in hosts.items():
+        spec = topology.nodes[node]
+        assert values["layer"] == spec.layer and values["gateway"] == spec.gateway
+        assert values["vcpus"] == spec.vcpus and values["node"] == node
+        assert len(values["mesh_interfaces"]) == (2 if spec.gateway else 1)
+        assert (values["uplink"] is not None) == spec.gateway
+    assert set(children["gateways"]["hosts"]) == {n for n, s in topology.nodes.items() if s.gateway}
+    # plain YAML that reads back to the same data
+    assert yaml.safe_load(inventory_yaml(inventory)) == inventory
+
+
+def test_host_variables_from_the_provider_extend_the_hosts(topology: Topology) -> None:
+    addresses = {node: "10.0.0.1" for node in topology.nodes}
+    inventory = build_inventory(
+        topology, addresses, {}, {}, per_host={"edge-1": {"namespace": "ns-e1"}}
+    )
+    assert hosts_of(inventory)["edge-1"]["namespace"] == "ns-e1"
+    assert "namespace" not in hosts_of(inventory)["edge-2"]
+
+
+@pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOK_DIR.glob("*.yml")))
+def test_every_playbook_passes_ansibles_syntax_check(
+    playbook: str, tmp_path: Path, topology: Topology
+) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(inventory_yaml(paper_inventory(topology)))
+    result = subprocess.run(
+        [
+            str(ANSIBLE_PLAYBOOK),
+            "--syntax-check",
+            "-i",
+            str(inventory),
+            str(PLAYBOOK_DIR / playbook),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **playbook_env()},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_failing_stage_names_the_host_the_task_and_the_message(tmp_path: Path) -> None:
+    inventory = tmp_path / "inventory.yml"
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "all": {
+                    "hosts": {"nowhere": {"ansible_connection": "local", "node": "nowhere"}},
+                    "vars": {
+                        "ansible_python_interpreter": sys.executable,
+                        "testbed_python": "/nonexistent/python",
+                        "work_root": str(tmp_path / "nodes"),
+                    },
+                }
+            }
+        )
+    )
+    with pytest.raises(DeployError) as failure:
+        run_stage("01-base.yml", inventory, {}, tmp_path / "ansible")
+    message = str(failure.value)
+    assert "01-base.yml failed: nowhere:" in message
+    assert "The testbed package imports" in message and "\n" not in message
+
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0
+    or any(shutil.which(c) is None for c in ("ip", "ssh", "ssh-keygen"))
+    or not Path("/usr/sbin/sshd").exists(),
+    reason="needs root, iproute2 and openssh (client and server; make system-packages)",
+)
+
+
+@needs_root
+def test_playbooks_and_fabric_work_on_the_namespace_nodes(
+    tmp_path: Path, topology: Topology
+) -> None:
+    from testbed.local.deployment import LocalDeployment
+    from testbed.local.mesh import entered
+    from testbed.local.provider import down, leftovers, namespace_pids, up
+
+    testbed_id = f"t-deploy-{os.getpid()}"
+    state, plan = up(topology, testbed_id, routing="static")
+    try:
+        deployment = LocalDeployment(plan, state, topology, tmp_path / "deployment")
+        deployment.start_ssh()
+        # every node's sshd listens on the node's address only, inside its namespace
+        import socket
+
+        with entered(plan.namespaces["edge-1"]):
+            assert socket.create_connection((plan.address_of("edge-1"), 22), timeout=2)
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", 22), timeout=2)
+        # the README's "by hand" way: plain ansible-playbook with the written inventory
+        result = subprocess.run(
+            [
+                str(ANSIBLE_PLAYBOOK),
+                "-i",
+                str(deployment.inventory_path),
+                str(PLAYBOOK_DIR / "01-base.yml"),
+                "--limit",
+                "edge-1,fog-1,cloud-1",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **playbook_env()},
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
+        recap = result.stdout.split("PLAY RECAP", 1)[1]
+        for node in ("edge-1", "fog-1", "cloud-1"):
+            assert re.search(rf"{node}\s+: ok=3 .*unreachable=0\s+failed=0", recap), recap
+        # the task ran inside the node's namespace: its `ip addr` shows the node's address
+        probe = subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(deployment.access.private_key),  # type: ignore[union-attr]
+                *deployment.access.ssh_options(plan.namespaces["fog-2"]),  # type: ignore[union-attr]
+                f"root@{plan.address_of('fog-2')}",
+                "ip -o -4 addr show",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert probe.returncode == 0, probe.stderr
+        assert plan.address_of("fog-2") in probe.stdout
+        assert plan.address_of("fog-1") not in probe.stdout
+        # fabric fetches what the playbook wrote, for every node it ran on
+        fetched = deployment.collect(tmp_path / "collected", ("versions.txt",))
+        assert {n for n, size in fetched.items() if size > 0} == {"edge-1", "fog-1", "cloud-1"}
+        version = (tmp_path / "collected" / "edge-1" / "versions.txt").read_text().split()
+        assert version[1] == sys.version.split()[0]
+        # a wrong host key is refused, not trusted on first use
+        deployment.access.known_hosts.write_text("")  # type: ignore[union-attr]
+        with pytest.raises(Exception, match=r"(?i)not found in known_hosts|host key"):
+            deployment.collect(tmp_path / "refused", ("versions.txt",))
+        sshd_pids = [pid for name, pid in state.daemons.items() if name.startswith("sshd-")]
+        assert len(sshd_pids) == 15
+    finally:
+        down(testbed_id)
+    assert leftovers(testbed_id)["namespaces"] == []
+    for pid in sshd_pids:
+        assert not Path(f"/proc/{pid}").exists()
+    assert all(namespace_pids(ns) == [] for ns in plan.namespaces.values())

@@ -19,7 +19,11 @@ def _console() -> Console:
 
 
 def _load(  # type: ignore[no-untyped-def]
-    spec: Path, profile: str | None, seed: int | None, calibration: str | None = None
+    spec: Path,
+    profile: str | None,
+    seed: int | None,
+    calibration: str | None = None,
+    schedulers: str | None = None,
 ):
     from testbed.los.schedulers import scheduler_names
     from testbed.spec.loader import load_experiment
@@ -29,6 +33,8 @@ def _load(  # type: ignore[no-untyped-def]
         overrides["seed"] = seed
     if calibration is not None:
         overrides["calibration"] = str(Path(calibration).resolve())
+    if schedulers is not None:
+        overrides["schedulers"] = [name.strip() for name in schedulers.split(",") if name.strip()]
     return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
 
 
@@ -36,7 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
-    experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration)
+    experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration, args.scheduler)
     summary = run_experiment(
         experiment, args.testbed, Path(args.results), fresh=args.fresh, console=console
     )
@@ -360,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
     run.add_argument("--seed", type=int, help="override the spec's seed")
     run.add_argument("--calibration", help="use this calibration file instead of the spec's")
+    run.add_argument(
+        "--scheduler", help="comma-separated schedulers instead of the spec's, e.g. los,random"
+    )
     run.add_argument("--results", default="results", help="where run directories go")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
     run.add_argument("--no-report", action="store_true", help="skip figures and report")
@@ -494,6 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         return 2
+    except RuntimeError as exc:
+        from testbed.deploy.playbooks import DeployError
+
+        if not isinstance(exc, DeployError):
+            raise
+        _console().print(f"[bold red]deployment failed:[/] {exc}", soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         _console().print("interrupted: rerun the same command to resume the unfinished run")
         return 130

@@ -89,7 +89,9 @@ def test_every_playbook_passes_ansibles_syntax_check(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_a_failing_stage_names_the_host_the_task_and_the_message(tmp_path: Path) -> None:
+def test_a_failing_stage_names_the_host_the_task_and_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     inventory = tmp_path / "inventory.yml"
     inventory.write_text(
         yaml.safe_dump(
@@ -105,8 +107,9 @@ def test_a_failing_stage_names_the_host_the_task_and_the_message(tmp_path: Path)
             }
         )
     )
+    monkeypatch.chdir(tmp_path)  # relative paths, as `--results results` gives them
     with pytest.raises(DeployError) as failure:
-        run_stage("01-base.yml", inventory, {}, tmp_path / "ansible")
+        run_stage("01-base.yml", Path("inventory.yml"), {}, Path("ansible"))
     message = str(failure.value)
     assert "01-base.yml failed: nowhere:" in message
     assert "The testbed package imports" in message and "\n" not in message

@@ -96,6 +96,8 @@ def run_stage(
     path = PLAYBOOK_DIR / playbook
     if not path.exists():
         raise DeployError(f"no playbook {path}")
+    # ansible-runner runs ansible-playbook elsewhere: relative paths would not resolve
+    inventory, work_dir = inventory.resolve(), work_dir.resolve()
     work_dir.mkdir(parents=True, exist_ok=True)
     result = StageResult(playbook, "running", -1, 0.0)
     task_name = ""

@@ -52,7 +52,7 @@ class LocalDeployment:
         self.plan = plan
         self.state = state
         self.topology = topology
-        self.deploy_dir = deploy_dir
+        self.deploy_dir = deploy_dir.resolve()
         self.console = console or Console(stderr=True)
         self.work_root = STATE_DIR / state.testbed_id / "nodes"
         self.config_dir = STATE_DIR / state.testbed_id / "deploy"  # secrets stay out of results

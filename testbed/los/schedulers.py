@@ -125,10 +125,61 @@ class Los:
         return SendTo(pick.view.node, pick.limit_m, why="cold-start-random")
 
 
+class _OneHopOffload:
+    """Shared shape of the one-hop baselines: run locally when feasible; otherwise send
+    the job to one feasible direct neighbour chosen by `pick` (never one already
+    visited); drop when there is none. No forwarding: they see as far as LOS does, but
+    do not search beyond the neighbourhood."""
+
+    name: ClassVar[str] = ""
+
+    def pick(self, ctx: DecisionContext, feasible: list[Assessment]) -> Assessment:
+        raise NotImplementedError
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        local = assess(ctx.job, ctx.model, ctx.local, ctx.params, is_local=True)
+        if local.feasible:
+            return RunHere(local.limit_m)
+        if ctx.hops + 1 > ctx.params.max_hops:
+            return Drop(DropReason.MAX_HOPS)
+        feasible = [
+            a
+            for a in (
+                assess(ctx.job, ctx.model, v, ctx.params, is_local=False)
+                for v in sorted(ctx.neighbours, key=lambda v: v.node)
+            )
+            if a.feasible and a.view.node not in ctx.token
+        ]
+        if not feasible:
+            return Drop(DropReason.NO_FEASIBLE_NODE)
+        chosen = self.pick(ctx, feasible)
+        return SendTo(chosen.view.node, chosen.limit_m, why=self.name)
+
+
+class RandomNeighbour(_OneHopOffload):
+    """Baseline: a uniformly random feasible neighbour (seeded by the cell)."""
+
+    name: ClassVar[str] = "random"
+
+    def pick(self, ctx: DecisionContext, feasible: list[Assessment]) -> Assessment:
+        return feasible[ctx.rng.randrange(len(feasible))]
+
+
+class NearestNeighbour(_OneHopOffload):
+    """Baseline: the feasible neighbour with the lowest link latency (then by name)."""
+
+    name: ClassVar[str] = "nearest"
+
+    def pick(self, ctx: DecisionContext, feasible: list[Assessment]) -> Assessment:
+        return min(feasible, key=lambda a: (a.view.latency_ms, a.view.node))
+
+
 SCHEDULERS: dict[str, Callable[[], Scheduler]] = {
     Los.name: Los,
     InSitu.name: InSitu,
     LocalAlways.name: LocalAlways,
+    RandomNeighbour.name: RandomNeighbour,
+    NearestNeighbour.name: NearestNeighbour,
 }
 
 

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,10 @@ def test_the_inventory_has_a_group_per_layer_and_the_gateways(topology: Topology
 def test_host_variables_from_the_provider_extend_the_hosts(topology: Topology) -> None:
     addresses = {node: "10.0.0.1" for node in topology.nodes}
     inventory = build_inventory(
-        topology, addresses, {}, {}, per_host={"edge-1": {"namespace": "ns-e1"}}
+        topology, addresses, {}, {}, per_host={"edge-1": {"netns": "ns-e1"}}
     )
-    assert hosts_of(inventory)["edge-1"]["namespace"] == "ns-e1"
-    assert "namespace" not in hosts_of(inventory)["edge-2"]
+    assert hosts_of(inventory)["edge-1"]["netns"] == "ns-e1"
+    assert "netns" not in hosts_of(inventory)["edge-2"]
 
 
 @pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOK_DIR.glob("*.yml")))
@@ -113,6 +114,13 @@ def test_a_failing_stage_names_the_host_the_task_and_the_message(
     message = str(failure.value)
     assert "01-base.yml failed: nowhere:" in message
     assert "The testbed package imports" in message and "\n" not in message
+
+
+def _cmd(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
 
 
 needs_root = pytest.mark.skipif(
@@ -185,9 +193,36 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
         version = (tmp_path / "collected" / "edge-1" / "versions.txt").read_text().split()
         assert version[1] == sys.version.split()[0]
         # a wrong host key is refused, not trusted on first use
+        known = deployment.access.known_hosts.read_text()  # type: ignore[union-attr]
         deployment.access.known_hosts.write_text("")  # type: ignore[union-attr]
         with pytest.raises(Exception, match=r"(?i)not found in known_hosts|host key"):
             deployment.collect(tmp_path / "refused", ("versions.txt",))
+        # 09-stop kills a service started as the playbooks start them (nohup setsid ... &,
+        # its pid in a pid file), whole process group, in the node's /bin/sh
+        deployment.access.known_hosts.write_text(known)  # type: ignore[union-attr]
+        streams = deployment.stream_dir("edge-1")
+        streams.mkdir(parents=True)
+        subprocess.run(
+            [
+                "ssh",
+                "-i",
+                str(deployment.access.private_key),  # type: ignore[union-attr]
+                *deployment.access.ssh_options(plan.namespaces["edge-1"]),  # type: ignore[union-attr]
+                f"root@{plan.address_of('edge-1')}",
+                f"cd {streams}; nohup setsid sh -c 'sleep 600 & sleep 600' "
+                "> /dev/null 2>&1 < /dev/null & echo $! > " + f"{streams}/s.predict.pid",
+            ],
+            check=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+        )
+        leader = int((streams / "s.predict.pid").read_text())
+        assert Path(f"/proc/{leader}").exists()
+        stopped = deployment.stage("09-stop.yml")
+        assert stopped.changed == 1
+        time.sleep(0.5)
+        assert not [p for p in namespace_pids(plan.namespaces["edge-1"]) if _cmd(p) == "sleep 600"]
         sshd_pids = [pid for name, pid in state.daemons.items() if name.startswith("sshd-")]
         assert len(sshd_pids) == 15
     finally:

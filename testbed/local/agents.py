@@ -19,7 +19,7 @@ import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from testbed.agent.service import AgentConfig
 from testbed.local.mesh import link_local_addresses
@@ -75,7 +75,6 @@ def start_agents(
         from testbed.local.batman import interface_macs
 
         macs = interface_macs(plan)
-    repo_root = Path(__file__).resolve().parents[2]
     processes = {}
     for node, config in configs.items():
         work = Path(config.work_dir)
@@ -85,16 +84,8 @@ def start_agents(
             (work / "mesh-macs.json").write_text(json.dumps(macs))
         path = work / "config.json"
         path.write_text(json.dumps(asdict(config)))
-        log = open(work / "agent.log", "wb")  # noqa: SIM115
-        processes[node] = subprocess.Popen(
-            agent_command(plan, node, path),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            start_new_session=True,
-            cwd=repo_root,
-            env={**os.environ, "PYTHONPATH": str(repo_root)},
-        )
+        with open(work / "agent.log", "wb") as log:
+            processes[node] = _spawn(plan, node, path, log)
     for node, process in processes.items():
         assert process.stdout is not None
         line = process.stdout.readline()
@@ -113,6 +104,21 @@ def agent_command(plan: LocalPlan, node: str, config: Path) -> list[str]:
     return ["nsenter", namespace, sys.executable, "-m", "testbed.agent", "--config", str(config)]
 
 
+def _spawn(plan: LocalPlan, node: str, config: Path, log: IO[bytes]) -> subprocess.Popen[str]:
+    """Start one agent in its own session (so its process group can be killed whole);
+    its ready line comes on stdout, everything else goes to `log`."""
+    repo_root = Path(__file__).resolve().parents[2]
+    return subprocess.Popen(
+        agent_command(plan, node, config),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        start_new_session=True,
+        cwd=repo_root,
+        env={**os.environ, "PYTHONPATH": str(repo_root)},
+    )
+
+
 def restart_agent(
     plan: LocalPlan,
     state: LocalState,
@@ -124,17 +130,8 @@ def restart_agent(
     dir (by default where `agent_configs` puts it), with the command line of
     `start_agents`; wait for its ready line. Returns its pid."""
     work = work_dir or STATE_DIR / state.testbed_id / "agents" / node
-    repo_root = Path(__file__).resolve().parents[2]
     with open(work / "agent.log", "ab") as log:  # the agent appends to its old log
-        process = subprocess.Popen(
-            agent_command(plan, node, work / "config.json"),
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            start_new_session=True,
-            cwd=repo_root,
-            env={**os.environ, "PYTHONPATH": str(repo_root)},
-        )
+        process = _spawn(plan, node, work / "config.json", log)
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)
     line = process.stdout.readline() if ready else ""

@@ -90,7 +90,7 @@ class LocalDeployment:
         }
         per_host = {
             node: {
-                "namespace": namespace,
+                "netns": namespace,
                 "ansible_ssh_common_args": self.access.ssh_args(namespace),
             }
             for node, namespace in self.plan.namespaces.items()
@@ -215,7 +215,7 @@ class LocalDeployment:
         pid_file = self.stream_dir(node) / f"{stream}.replay.pid"
         with self.connection(node) as connection:
             connection.run(
-                f'[ -f {pid_file} ] && kill -9 -- "-$(cat {pid_file})" 2>/dev/null; true',
+                f'[ -f {pid_file} ] && kill -9 "-$(cat {pid_file})" 2>/dev/null; true',
                 hide=True,
                 warn=True,
                 in_stream=False,  # never forward our stdin (pytest's, a terminal) to the node

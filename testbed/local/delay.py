@@ -23,14 +23,12 @@ to a JSON-lines file: the record of what the network looked like when.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import heapq
 import itertools
 import json
 import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -42,11 +40,11 @@ from typing import Any
 from netfilterqueue import NetfilterQueue, Packet
 from pyroute2 import NetNS, netns
 
+from testbed.local.service_cli import load_service, service_parser, stop_on_signals
 from testbed.network.degrade import OVERRIDES_FILE, LinkPair, link_pair, overrides_from_json
-from testbed.network.drift import DriftTimeline, build_drift
-from testbed.network.local_plan import LocalPlan, plan_local
-from testbed.network.topology import Topology, build_topology
-from testbed.spec.loader import load_layout
+from testbed.network.drift import DriftTimeline
+from testbed.network.local_plan import LocalPlan
+from testbed.network.topology import Topology
 
 QUEUE_BASE = 200
 
@@ -268,29 +266,13 @@ class DelayDaemon:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.local.delay")
-    parser.add_argument("--testbed", required=True)
-    parser.add_argument("--layout", required=True)
-    parser.add_argument("--started-at", type=float, default=None)
-    parser.add_argument("--log", type=Path)
-    args = parser.parse_args(argv)
-    layout = load_layout(Path(args.layout))
-    topology = build_topology(layout)
-    plan = plan_local(topology, args.testbed)
-    daemon = DelayDaemon(
-        plan, topology, build_drift(layout, topology), args.started_at or time.time(), args.log
-    )
-    stop: dict[str, Any] = {"now": False}
-
-    def request_stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    setup = load_service(service_parser("python -m testbed.local.delay"), argv)
+    daemon = DelayDaemon(setup.plan, setup.topology, setup.drift, setup.started_at, setup.args.log)
+    should_stop = stop_on_signals()
     daemon.install()
     print(json.dumps({"ready": True, "queues": len(daemon.queues)}), flush=True)
     try:
-        daemon.run(lambda: bool(stop["now"]))
+        daemon.run(should_stop)
     finally:
         daemon.remove()
     return 0

@@ -16,10 +16,8 @@ what the qdiscs were last set to.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -28,8 +26,9 @@ from typing import Any
 
 from pyroute2 import NetNS
 
-from testbed.network.drift import DriftTimeline, build_drift
-from testbed.network.local_plan import LocalPlan, plan_local
+from testbed.local.service_cli import load_service, service_parser, stop_on_signals
+from testbed.network.drift import DriftTimeline
+from testbed.network.local_plan import LocalPlan
 from testbed.network.netem import (
     NETEM_HANDLE,
     NetemOp,
@@ -39,8 +38,7 @@ from testbed.network.netem import (
     netem_targets,
     tc_call,
 )
-from testbed.network.topology import Topology, build_topology
-from testbed.spec.loader import load_layout
+from testbed.network.topology import Topology
 
 # (namespace, positional arguments, keyword arguments) of one pyroute2 `tc` call
 TcFunction = Callable[[str, tuple[str, ...], dict[str, Any]], None]
@@ -182,31 +180,19 @@ class NetemDrift:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.local.netem_drift")
-    parser.add_argument("--testbed", required=True)
-    parser.add_argument("--layout", required=True)
-    parser.add_argument("--started-at", type=float, default=None)
-    parser.add_argument("--log", type=Path)
+    parser = service_parser("python -m testbed.local.netem_drift")
     parser.add_argument("--step", type=float, default=1.0, help="seconds between updates")
-    args = parser.parse_args(argv)
-    layout = load_layout(Path(args.layout))
-    topology = build_topology(layout)
-    plan = plan_local(topology, args.testbed)
+    setup = load_service(parser, argv)
+    topology = setup.topology
     service = NetemDrift(
-        plan,
+        setup.plan,
         topology,
-        build_drift(layout, topology),
-        args.started_at or time.time(),
-        args.log,
-        step_s=args.step,
+        setup.drift,
+        setup.started_at,
+        setup.args.log,
+        step_s=setup.args.step,
     )
-    stop: dict[str, Any] = {"now": False}
-
-    def request_stop(*_: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    should_stop = stop_on_signals()
     try:
         try:
             service.install()
@@ -220,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "inexact_links": [f"{a}-{b}" for a, b in inexact_links(topology)],
         }
         print(json.dumps(ready), flush=True)
-        service.run(lambda: bool(stop["now"]))
+        service.run(should_stop)
     finally:
         service.remove()
     return 0

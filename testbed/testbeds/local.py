@@ -129,18 +129,25 @@ class LocalTestbed:
         self.samples = self._stream_data()
         self.run_dir: Path | None = None
         self.deployment: LocalDeployment | None = None
-        self.deploy_note = self._deploy_note()
+        self.uses_ansible, self.deploy_note = self._deploy_choice()
 
     def attach(self, run_dir: Path) -> None:
         """The run directory: inventory, playbook timings and collected node logs go there."""
         self.run_dir = run_dir
 
-    def _deploy_note(self) -> str:
+    def _deploy_choice(self) -> tuple[bool, str]:
+        """Deploy with ansible over SSH, or directly; and the manifest's note on it."""
         if self.experiment.spec.local.deploy == "direct":
-            return "direct: agents started by the harness with nsenter (local.deploy: direct)"
+            return (
+                False,
+                "direct: agents started by the harness with nsenter (local.deploy: direct)",
+            )
         if sshd_binary() is None:
-            return "direct: no sshd on this machine (install openssh-server for ansible)"
-        return "ansible: sshd per node namespace, playbooks via ansible-runner, fabric collection"
+            return False, "direct: no sshd on this machine (install openssh-server for ansible)"
+        return (
+            True,
+            "ansible: sshd per node namespace, playbooks via ansible-runner, fabric collection",
+        )
 
     # --- the testbed ----------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
@@ -155,7 +162,7 @@ class LocalTestbed:
             "streams": (
                 "a replayer and a prediction job per stream (05-streams), under the node's "
                 "CPU limits"
-                if local.stream_jobs and self.deploy_note.startswith("ansible")
+                if local.stream_jobs and self.uses_ansible
                 else "trigger driver with real CityPulse windows (prediction CPU declared)"
             ),
             "deploy": self.deploy_note,
@@ -174,7 +181,7 @@ class LocalTestbed:
                 self.experiment.layout_path if has_delay else None,
                 self.caps.link_delay,
             )
-            if self.deploy_note.startswith("ansible"):
+            if self.uses_ansible:
                 deploy_dir = (self.run_dir or STATE_DIR / self.id) / "deployment"
                 self.deployment = LocalDeployment(self.plan, self.state, self.topology, deploy_dir)
                 self.deployment.start_ssh()
@@ -447,12 +454,14 @@ class LocalTestbed:
         stopping: dict[str, Future[None]] = {}  # stream -> its replayer's stop (over SSH)
         end = started + spec.duration_s * scale
 
-        def stop(stream: StreamDef) -> None:
+        def to_stop(stream: StreamDef) -> bool:
+            """Not stopped yet, nor being stopped; or its stop failed (its node had left):
+            then it is tried again."""
             previous = stopping.get(stream.id)
-            if previous is None or (previous.done() and previous.exception() is not None):
-                stopping[stream.id] = pool.submit(
-                    deployment.stop_replayer, stream.node, stream.id
-                )  # a node that left cannot be reached: tried again next round
+            return previous is None or (previous.done() and previous.exception() is not None)
+
+        def stop(stream: StreamDef) -> None:
+            stopping[stream.id] = pool.submit(deployment.stop_replayer, stream.node, stream.id)
 
         with ThreadPoolExecutor(max_workers=4) as pool:
             while time.monotonic() < end:
@@ -460,15 +469,15 @@ class LocalTestbed:
                 while queue and queue[0][0] <= now:
                     at, _, event = heapq.heappop(queue)
                     world.append(self._apply(event, at, faults, now))
-                if spec.iterations is not None:
-                    for stream in streams:
+                if spec.iterations is not None:  # only streams still running are read
+                    for stream in filter(to_stop, streams):
                         if self._executed(stream) >= spec.iterations:
                             stop(stream)
                 next_event = started + queue[0][0] * scale if queue else end
                 time.sleep(
                     max(0.0, min(0.25, next_event - time.monotonic(), end - time.monotonic()))
                 )
-            for stream in streams:  # the cell is over: no more samples
+            for stream in filter(to_stop, streams):  # the cell is over: no more samples
                 stop(stream)
             wait(list(stopping.values()))
         # nodes that are away now keep their replayer until 09-stop; their triggers come

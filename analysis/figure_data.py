@@ -71,3 +71,40 @@ def drop_reasons(triggers: pd.DataFrame) -> pd.DataFrame:
     table = counts.groupby(["scheduler", "stream_count", "reason"]).size().rename("n")
     totals = table.groupby(level=["scheduler", "stream_count"]).transform("sum")
     return (table / totals).rename("share").reset_index()
+
+
+def network_cells(triggers: pd.DataFrame) -> pd.DataFrame:
+    """Network cost of every cell: bytes per executed training (end to end and summed over
+    the links crossed) and the bytes that crossed layers (gateway uplinks)."""
+    keys = ["scheduler", "stream_count", "repetition"]
+    columns = ["bytes_moved", "link_bytes", "cross_layer_bytes"]
+    if triggers.empty or "link_bytes" not in triggers:
+        return pd.DataFrame(columns=[*keys, "executed", *columns])
+    runs = triggers.assign(executed=triggers["outcome"] == "executed")
+    frame = (
+        runs.groupby(keys)
+        .agg(executed=("executed", "sum"), **{c: (c, "sum") for c in columns})
+        .reset_index()
+    )
+    per_run = frame["executed"].where(frame["executed"] > 0)
+    frame["kb_per_training"] = frame["link_bytes"] / per_run / 1000
+    frame["cross_layer_mb"] = frame["cross_layer_bytes"] / 1e6
+    return frame
+
+
+def optimum_gap(triggers: pd.DataFrame, optimum: str = "optimum") -> pd.DataFrame:
+    """Executed jobs of each scheduler as a share of the optimum's, per cell."""
+    keys = ["stream_count", "repetition"]
+    executed = (
+        triggers.assign(executed=triggers["outcome"] == "executed")
+        .groupby(["scheduler", *keys])["executed"]
+        .sum()
+        .rename("executed")
+        .reset_index()
+    )
+    best = executed[executed["scheduler"] == optimum].rename(columns={"executed": "optimum"})
+    if best.empty:
+        return pd.DataFrame(columns=["scheduler", *keys, "executed", "optimum", "share"])
+    merged = executed.merge(best[[*keys, "optimum"]], on=keys)
+    merged["share"] = merged["executed"] / merged["optimum"].where(merged["optimum"] > 0)
+    return merged

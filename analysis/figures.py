@@ -18,6 +18,7 @@ from analysis import figure_data
 from analysis.run_data import RunData
 from testbed.results.atomic import atomic_write
 
+PANELS_PER_ROW = 4
 PAPER_STYLE = {"color": "0.2", "marker": "x", "linestyle": "none", "markersize": 8}
 
 
@@ -129,12 +130,17 @@ def fig5(run: RunData, out: Path) -> list[Path]:
 def fig6(run: RunData, out: Path) -> list[Path]:
     shares = figure_data.hop_shares(run.triggers)
     schedulers = list(dict.fromkeys(shares["scheduler"])) or ["(none executed)"]
+    columns = min(len(schedulers), PANELS_PER_ROW)
+    rows = -(-len(schedulers) // columns)
     fig, axes = plt.subplots(
-        1, len(schedulers), figsize=(4.2 * len(schedulers), 3.6), squeeze=False, sharey=True
+        rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False, sharey=True
     )
     palette = sns.color_palette("viridis", len(figure_data.HOP_LEVELS))
     counts = sorted(run.triggers["stream_count"].unique())
-    for ax, name in zip(axes[0], schedulers, strict=True):
+    flat = list(axes.flat)
+    for ax in flat[len(schedulers) :]:
+        ax.set_visible(False)
+    for ax, name in zip(flat, schedulers, strict=False):
         table = (
             shares[shares["scheduler"] == name]
             .pivot_table(index="stream_count", columns="hops", values="share", fill_value=0.0)
@@ -149,23 +155,89 @@ def fig6(run: RunData, out: Path) -> list[Path]:
         ax.set_xticks(list(positions), [str(c) for c in table.index])
         ax.set_xlabel("streams")
         ax.set_title(name, fontsize=9)
-    axes[0][0].set_ylabel("share of executed jobs (%)")
-    axes[0][-1].legend(
+    for row in axes:
+        row[0].set_ylabel("share of executed jobs (%)")
+    flat[len(schedulers) - 1].legend(
         fontsize=7, title="hop depth", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
     )
     fig.suptitle(f"Fig. 6: executed jobs by hop depth\n{_subtitle(run)}", fontsize=9)
     fig.tight_layout()
-    return save(fig, out, "fig6_hop_depth")
+    return save(fig, out, "fig6_hop_depth") + fig6b(run, out)
+
+
+def _palette(names: list[str]) -> dict[str, Any]:
+    colours = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
+    return dict(zip(names, colours, strict=True))
+
+
+def fig6b(run: RunData, out: Path) -> list[Path]:
+    """Mean hop depth of executed jobs per stream count: all schedulers side by side,
+    mean ± sd over repetitions."""
+    runs = figure_data.executed(run.triggers)
+    cells = runs.groupby(["scheduler", "stream_count", "repetition"])["hops"].mean().reset_index()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    if not cells.empty:
+        names = list(dict.fromkeys(cells["scheduler"]))
+        sns.lineplot(
+            data=cells,
+            x="stream_count",
+            y="hops",
+            hue="scheduler",
+            palette=_palette(names),
+            marker="o",
+            errorbar="sd",
+            err_style="bars",
+            ax=ax,
+        )
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xlabel("streams")
+    ax.set_ylabel("mean hops of executed jobs")
+    ax.set_title(f"Fig. 6b: hop depth (mean ± sd over repetitions)\n{_subtitle(run)}", fontsize=9)
+    return save(fig, out, "fig6b_mean_hops")
+
+
+def fig8(run: RunData, out: Path) -> list[Path]:
+    """Network cost: bytes over the links per executed training, and bytes that crossed
+    layers (gateway uplinks) per cell, per scheduler, mean ± sd over repetitions."""
+    cells = figure_data.network_cells(run.triggers)
+    if cells.empty:
+        return []
+    names = list(dict.fromkeys(cells["scheduler"]))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax, column, label in (
+        (axes[0], "kb_per_training", "kB over the links per executed training"),
+        (axes[1], "cross_layer_mb", "MB across layers (uplinks) per cell"),
+    ):
+        sns.lineplot(
+            data=cells,
+            x="stream_count",
+            y=column,
+            hue="scheduler",
+            palette=_palette(names),
+            marker="o",
+            errorbar="sd",
+            err_style="bars",
+            ax=ax,
+            legend=ax is axes[1],
+        )
+        ax.set_xlabel("streams")
+        ax.set_ylabel(label)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"Fig. 8: network cost of training placements\n{_subtitle(run)}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, "fig8_network_cost")
 
 
 def fig7(run: RunData, out: Path) -> list[Path]:
     cells = figure_data.drop_rates(run.triggers).assign(drop_pct=lambda f: f["drop_rate"] * 100)
     fig, ax = plt.subplots(figsize=(6, 3.6))
+    palette = _palette(list(dict.fromkeys(cells["scheduler"])))
     sns.lineplot(
         data=cells,
         x="stream_count",
         y="drop_pct",
         hue="scheduler",
+        palette=palette,
         marker="o",
         errorbar="sd",
         err_style="bars",
@@ -176,6 +248,7 @@ def fig7(run: RunData, out: Path) -> list[Path]:
         x="stream_count",
         y="drop_pct",
         hue="scheduler",
+        palette=palette,
         native_scale=True,
         alpha=0.35,
         size=3,
@@ -191,7 +264,7 @@ def fig7(run: RunData, out: Path) -> list[Path]:
     ax.set_ylim(-3, 103)
     ax.set_xticks(sorted(cells["stream_count"].unique()))
     ax.set_title(f"Fig. 7: drop rate (mean ± sd over repetitions)\n{_subtitle(run)}", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save(fig, out, "fig7_drop_rate")
 
 
@@ -203,4 +276,32 @@ def draw_all(run: RunData, out: Path | None = None) -> list[Path]:
         return []
     if run.kind == "resource-optimization":
         return fig5(run, out)
-    return fig6(run, out) + fig7(run, out)
+    return fig6(run, out) + fig7(run, out) + fig8(run, out)
+
+
+def fig_scale(table: pd.DataFrame, out: Path, title: str) -> list[Path]:
+    """Drop rate and mean hop depth against the number of nodes (generated layouts)."""
+    _style()
+    names = list(dict.fromkeys(table["scheduler"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, column, label in (
+        (axes[0], "drop_pct", "dropped training jobs (%)"),
+        (axes[1], "mean_hops", "mean hops of executed jobs"),
+    ):
+        data = table.assign(drop_pct=table["drop_rate"] * 100)
+        sns.lineplot(
+            data=data,
+            x="nodes",
+            y=column,
+            hue="scheduler",
+            palette=_palette(names),
+            marker="o",
+            ax=ax,
+            legend=ax is axes[1],
+        )
+        ax.set_xscale("log")
+        ax.set_xlabel("nodes (generated mesh)")
+        ax.set_ylabel(label)
+    fig.suptitle(f"Drop rate and hop depth against size\n{title}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out, "scale_drop_hops")

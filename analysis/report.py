@@ -60,7 +60,9 @@ def _header(run: RunData) -> list[str]:
 def _scheduling_section(run: RunData) -> list[str]:
     ref = run.reference
     summary = figure_data.drop_rate_summary(run.triggers)
-    schedulers = list(dict.fromkeys(summary["scheduler"]))
+    present = list(dict.fromkeys(summary["scheduler"]))
+    order = [n for n in run.manifest.get("spec", {}).get("schedulers", []) if n in present]
+    schedulers = order + [n for n in present if n not in order]  # as the spec lists them
     counts = sorted(summary["stream_count"].unique())
     paper = {int(k): v for k, v in ref.get("drop_rate_pct", {}).items()}
     rows = []
@@ -86,7 +88,7 @@ def _scheduling_section(run: RunData) -> list[str]:
     hop_ref = {
         int(k): {int(h): v for h, v in d.items()} for k, d in ref.get("hop_share_pct", {}).items()
     }
-    for name in dict.fromkeys(shares["scheduler"]):
+    for name in [n for n in schedulers if n in set(shares["scheduler"])]:
         own = shares[shares["scheduler"] == name]
         lines += [f"## Executed jobs by hop depth, {name} (Fig. 6)", ""]
         rows = []
@@ -95,7 +97,7 @@ def _scheduling_section(run: RunData) -> list[str]:
             for hops in figure_data.HOP_LEVELS:
                 hit = own[(own["stream_count"] == count) & (own["hops"] == hops)]
                 value = _pct(float(hit["share"].iloc[0])) if not hit.empty else "0.0 %"
-                if hops in hop_ref.get(count, {}):
+                if name == "los" and hops in hop_ref.get(count, {}):
                     value += f" (paper {hop_ref[count][hops]:.2f} %)"
                 cells.append(value)
             rows.append([str(count), *cells])
@@ -127,10 +129,131 @@ def _scheduling_section(run: RunData) -> list[str]:
             parts.append(f"  * {count} streams: {text}")
         lines += [f"* {name} (share of all triggers):", *parts]
     lines.append("")
+    lines += _optimum_section(run, counts)
+    lines += _network_section(run, counts)
     lines += _claims(summary, schedulers)
     if ref.get("notes"):
         lines += ["", f"Paper, in words: {ref['notes']}"]
     return lines
+
+
+TWIN_ONLY_NOTE = (
+    "`cloud` and `central` decide with fresh knowledge of every node and `optimum` is "
+    "solved offline over the whole cell: they exist on the twin only, as yardsticks."
+)
+
+
+def _optimum_events(run: RunData) -> list[dict[str, Any]]:
+    path = run.path / "events.jsonl"
+    found: list[dict[str, Any]] = []
+    if not path.exists():
+        return found
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            if event.get("kind") != "cell-finished":
+                continue
+            for world in event.get("world_events") or []:
+                if world.get("kind") == "optimum":
+                    found.append({"cell": event["cell"], **world})
+    return found
+
+
+def _optimum_section(run: RunData, counts: list[int]) -> list[str]:
+    gap = figure_data.optimum_gap(run.triggers)
+    if gap.empty:
+        return []
+    events = _optimum_events(run)
+    unproven = [e for e in events if not e.get("proven")]
+    lines = [
+        "## Gap to the offline optimum",
+        "",
+        "`optimum` is an integer programme over each cell's arrivals (same trigger times, "
+        "job sizes, capacities and routes; `testbed/twin/optimum.py` lists its constraints "
+        "and relaxations). Proven optimal, it is an upper bound on the jobs any scheduler "
+        "can execute in the twin. " + TWIN_ONLY_NOTE,
+        "",
+    ]
+    if unproven:
+        lines.append(
+            f"NOT A BOUND in {len(unproven)} cell(s): the solver hit its time limit; "
+            "there only the dual bound is an upper bound: "
+            + ", ".join(
+                f"{e['cell']} (found {e['executed']}, bound {e['bound']})" for e in unproven
+            )
+        )
+        lines.append("")
+    elif events:
+        solve = max(float(e.get("solve_s", 0.0)) for e in events)
+        lines.append(
+            f"All {len(events)} optimum cells were proven optimal (slowest {solve:.2f} s)."
+        )
+        lines.append("")
+    present = [n for n in dict.fromkeys(gap["scheduler"]) if n != "optimum"]
+    order = [n for n in run.manifest.get("spec", {}).get("schedulers", []) if n in present]
+    names = order + [n for n in present if n not in order]
+    summary = gap.groupby(["scheduler", "stream_count"])["share"].agg(["mean", "std"])
+    best = gap[gap["scheduler"] == "optimum"].groupby("stream_count")["optimum"].mean()
+    rows = []
+    for count in counts:
+        row = [str(count), f"{best.get(count, float('nan')):.1f}"]
+        for name in names:
+            if (name, count) not in summary.index:
+                row.append("–")
+                continue
+            r = summary.loc[(name, count)]
+            sd = 0.0 if pd.isna(r["std"]) else r["std"]
+            row.append(f"{r['mean'] * 100:.1f} ± {sd * 100:.1f} %")
+        rows.append(row)
+    lines += _table(["streams", "optimum executed (mean)", *names], rows)
+    lines += ["", "Executed jobs as a share of the optimum's, mean ± sd over repetitions.", ""]
+    mine = run.triggers[run.triggers["scheduler"] == "optimum"]
+    per_cell = mine.groupby(["stream_count", "repetition"])["outcome"].agg(
+        lambda outcomes: bool((outcomes == "executed").all())
+    )
+    trivial = sorted({int(c) for (c, _), all_run in per_cell.items() if all_run})
+    trivial = [c for c in trivial if per_cell.loc[c].all()]
+    if trivial:
+        lines += [
+            f"With {', '.join(map(str, trivial))} streams the optimum executes every trigger "
+            "in every repetition: capacity does not bind there, so the bound is trivial and "
+            "the shares above are shares of all triggers.",
+            "",
+        ]
+    return lines
+
+
+def _network_section(run: RunData, counts: list[int]) -> list[str]:
+    cells = figure_data.network_cells(run.triggers)
+    if cells.empty:
+        return []
+    names = list(dict.fromkeys(cells["scheduler"]))
+    mean = cells.groupby(["scheduler", "stream_count"])[
+        ["kb_per_training", "cross_layer_mb"]
+    ].mean()
+    rows = []
+    for name in names:
+        row = [name]
+        for count in counts:
+            if (name, count) not in mean.index:
+                row.append("–")
+                continue
+            r = mean.loc[(name, count)]
+            kb = "–" if pd.isna(r["kb_per_training"]) else f"{r['kb_per_training']:.0f}"
+            row.append(f"{kb} kB / {r['cross_layer_mb']:.2f} MB")
+        rows.append(row)
+    lines = [
+        "## Network cost (Fig. 8)",
+        "",
+        "Per executed training: model + cached samples to the executing node and the new "
+        "model back, summed over every link of the route (kB, mean over repetitions); and "
+        "per cell the bytes that crossed layers through gateway uplinks (MB). Sizes from the "
+        "calibration (`model_bytes`, `sample_bytes` x samples per training). The optimum "
+        "maximises executed jobs, not bytes: its bytes are those of one optimal schedule.",
+        "",
+    ]
+    lines += _table(["scheduler", *[f"{c} streams" for c in counts]], rows)
+    return [*lines, ""]
 
 
 def _claims(summary: pd.DataFrame, schedulers: list[str]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -12,6 +13,7 @@ from testbed.errors import UserError
 
 EXPERIMENTS_DIR = Path("experiments")
 MAIN_SPECS = ("resource-optimization.yaml", "los-scheduling.yaml")
+PHASES_OF_BOX = ("all", "install", "configure", "health", "status", "ready", "stop")
 
 
 def _console() -> Console:
@@ -34,7 +36,15 @@ def _load(  # type: ignore[no-untyped-def]
     if calibration is not None:
         overrides["calibration"] = str(Path(calibration).resolve())
     if schedulers is not None:
-        overrides["schedulers"] = [name.strip() for name in schedulers.split(",") if name.strip()]
+        from testbed.los.schedulers import LOS_PLUS_ABLATION
+
+        names = [name.strip() for name in schedulers.split(",") if name.strip()]
+        expanded = [
+            n
+            for name in names
+            for n in (LOS_PLUS_ABLATION if name == "los-plus-ablation" else [name])
+        ]
+        overrides["schedulers"] = list(dict.fromkeys(expanded))
     return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
 
 
@@ -142,6 +152,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from testbed.bench import run_bench
 
     return run_bench(Path(args.experiments), Path(args.results) if args.results else None)
+
+
+def cmd_bench_schedulers(args: argparse.Namespace) -> int:
+    from testbed.bench_schedulers import SCHEDULERS, run_scheduler_bench
+
+    names = tuple(n.strip() for n in args.scheduler.split(",")) if args.scheduler else SCHEDULERS
+    keep = Path(args.results) if args.results else None
+    calibration = Path(args.calibration) if args.calibration else None
+    return run_scheduler_bench(
+        Path(args.experiments), args.profile, names, not args.no_scale, keep, calibration
+    )
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    from testbed.scale import run_scale
+
+    try:
+        sizes = [int(n) for n in args.nodes.split(",")]
+    except ValueError:
+        raise UserError(
+            "--nodes", f"not a list of integers: {args.nodes!r}", "e.g. 50,100,200"
+        ) from None
+    schedulers = [n.strip() for n in args.scheduler.split(",")] if args.scheduler else None
+    return run_scale(
+        Path(args.spec), sizes, args.streams_per_node, schedulers, args.duration, Path(args.results)
+    )
 
 
 def cmd_bench_workload(args: argparse.Namespace) -> int:
@@ -267,6 +303,38 @@ def cmd_cgroup_join(args: argparse.Namespace) -> int:
     return 0
 
 
+def _openstack_spec(args: argparse.Namespace) -> tuple[Any, str, str]:
+    from testbed.openstack.config import resolve_cloud
+    from testbed.openstack.provider import load_spec
+
+    spec, spec_file = load_spec(
+        Path(args.openstack_spec) if args.openstack_spec else None,
+        testbed_id=args.id,
+        image=getattr(args, "image", None),
+    )
+    return spec, spec_file, resolve_cloud(args.cloud)
+
+
+def cmd_up_openstack(args: argparse.Namespace) -> int:
+    from testbed.openstack.provider import up
+    from testbed.spec.loader import load_layout
+
+    spec, spec_file, cloud = _openstack_spec(args)
+    result = up(load_layout(Path(args.layout)), spec, cloud, spec_file, dry_run=args.dry_run)
+    if args.dry_run:
+        for line in result.plan.describe():
+            print(line)
+        print(f"dry run: pre-flight passed on cloud {cloud}; nothing was created")
+        return 0
+    again = f" ({len(result.recreated)} failed servers recreated)" if result.recreated else ""
+    print(
+        f"{spec.testbed_id}: {len(result.plan.servers)} servers ACTIVE on {cloud} in "
+        f"{result.seconds:.1f} s{again}; inventory {result.inventory}; "
+        f"`testbed down --testbed openstack --cloud {cloud} --id {spec.testbed_id}` removes it"
+    )
+    return 0
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from testbed.local.capabilities import probe
     from testbed.local.mesh import start_mesh
@@ -274,11 +342,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from testbed.network.topology import build_topology
     from testbed.spec.loader import load_layout
 
+    if args.testbed == "openstack":
+        return cmd_up_openstack(args)
     if args.testbed != "local":
         raise UserError(
             f"--testbed {args.testbed}",
-            "only the local testbed has up/down yet",
-            "use --testbed local",
+            "only the local and openstack testbeds are brought up (the twin needs nothing)",
+            "use --testbed local or --testbed openstack",
         )
     caps = probe()
     if not caps.local_testbed_ready:
@@ -305,6 +375,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    if args.testbed == "openstack":
+        from testbed.openstack.provider import down as down_openstack
+
+        spec, _, cloud = _openstack_spec(args)
+        removed_by_kind, left = down_openstack(spec.testbed_id, cloud)
+        gone = ", ".join(f"{n} {k}" for k, n in removed_by_kind.items() if n) or "nothing"
+        print(f"{spec.testbed_id} on {cloud}: removed {gone}; remaining: {sum(left.values())}")
+        return 0 if sum(left.values()) == 0 else 1
     from testbed.local.provider import down, leftovers
 
     removed = down(args.id)
@@ -312,6 +390,60 @@ def cmd_down(args: argparse.Namespace) -> int:
     remaining = len(left["namespaces"]) + len(left.get("cgroups", [])) + int(left["state_file"])
     print(f"{args.id}: removed {removed}; remaining: {remaining}")
     return 0 if remaining == 0 else 1
+
+
+def _openstack_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cloud", help="openstack: the clouds.yaml entry (default: OS_CLOUD)")
+    parser.add_argument(
+        "--openstack-spec",
+        help="openstack: how the layout maps onto the cloud (default experiments/openstack.yaml)",
+    )
+
+
+def cmd_openstack_box(args: argparse.Namespace) -> int:
+    import os
+
+    from testbed.openstack import box
+    from testbed.openstack.cloud import connect
+
+    if os.geteuid() != 0 and args.phase not in ("status",):
+        raise UserError("testbed openstack-box", "needs root", "run it as root (sudo)")
+    rc = box.run_phase(args.phase)
+    if rc != 0:
+        print(f"openstack-box: setup.sh {args.phase} failed (exit {rc}); logs in /tmp/osbox/logs")
+        return rc
+    if args.phase in ("all", "configure", "health"):
+        image = box.ensure_image(connect(box.BOX_CLOUD))
+        print(
+            f"openstack-box up: cloud '{box.BOX_CLOUD}' in ~/.config/openstack/clouds.yaml, "
+            f"image '{image.name}'; try `testbed up --testbed openstack --cloud {box.BOX_CLOUD} "
+            f"--image {image.name} --dry-run`"
+        )
+    return 0
+
+
+def cmd_bench_openstack(args: argparse.Namespace) -> int:
+    from testbed.openstack.bench import bench_provisioning
+    from testbed.spec.loader import load_layout
+
+    spec, spec_file, cloud = _openstack_spec(args)
+    numbers = bench_provisioning(load_layout(Path(args.layout)), spec, cloud, spec_file)
+    print(
+        f"{numbers['servers']} servers on {cloud}: provisioning {numbers['provision_s']:.1f} s "
+        f"(playbook), first create to last ACTIVE {numbers['servers_span_s']:.1f} s; slowest "
+        f"single create {numbers['slowest_create_s']:.1f} s ({numbers['slowest_server']}), sum "
+        f"of creates {numbers['sum_of_creates_s']:.1f} s"
+    )
+    print(
+        f"ratio to the slowest single create: span {numbers['span_over_slowest']:.2f}x, whole "
+        f"provisioning {numbers['provision_over_slowest']:.2f}x; creates overlapping on "
+        f"average: {numbers['overlap']:.1f} (1 = one after another)"
+    )
+    print(
+        f"teardown {numbers['teardown_s']:.1f} s, {numbers['removed']} resources removed, "
+        f"remaining {numbers['remaining']}"
+    )
+    return 0 if numbers["remaining"] == 0 else 1
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -404,6 +536,29 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results", help="keep the run directories here (default: a temp dir)")
     bench.set_defaults(func=cmd_bench)
 
+    bench_s = sub.add_parser(
+        "bench-schedulers",
+        help="every scheduler on the twin (paper protocol), gap to the optimum, twin at scale",
+    )
+    bench_s.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
+    bench_s.add_argument("--profile", help="a profile of los-scheduling.yaml, e.g. quick")
+    bench_s.add_argument("--scheduler", help="comma-separated (default: all baselines)")
+    bench_s.add_argument("--no-scale", action="store_true", help="skip the 1000-node run")
+    bench_s.add_argument("--calibration", help="use this calibration file instead of the spec's")
+    bench_s.add_argument("--results", help="keep the run directories here (default: temp)")
+    bench_s.set_defaults(func=cmd_bench_schedulers)
+
+    scale = sub.add_parser(
+        "scale", help="a generated-layout spec over several sizes: drop rate, hops vs size"
+    )
+    scale.add_argument("spec", nargs="?", default=str(EXPERIMENTS_DIR / "scale.yaml"))
+    scale.add_argument("--nodes", default="50,100,200,500,1000", help="sizes, comma-separated")
+    scale.add_argument("--streams-per-node", type=float, default=2.0)
+    scale.add_argument("--scheduler", help="comma-separated schedulers instead of the spec's")
+    scale.add_argument("--duration", type=float, help="simulated seconds per run")
+    scale.add_argument("--results", default="results")
+    scale.set_defaults(func=cmd_scale)
+
     workload = sub.add_parser(
         "bench-workload", help="training time vs CPU limit (fresh/warm), detection quality"
     )
@@ -468,12 +623,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_false",
         help="no link delays (the drift timeline is not applied)",
     )
+    _openstack_flags(up_)
+    up_.add_argument("--image", help="openstack: the image (overrides the spec's image)")
+    up_.add_argument(
+        "--dry-run", action="store_true", help="openstack: pre-flight and print the plan only"
+    )
     up_.set_defaults(func=cmd_up)
 
     down_ = sub.add_parser("down", help="remove a testbed, also after a crash")
     down_.add_argument("--testbed", default="local")
     down_.add_argument("--id", default="los")
+    _openstack_flags(down_)
     down_.set_defaults(func=cmd_down)
+
+    bench_os = sub.add_parser(
+        "bench-openstack", help="provision the layout on a cloud, time it, tear it down"
+    )
+    bench_os.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
+    bench_os.add_argument("--id", default="losbench", help="testbed id (names its resources)")
+    bench_os.add_argument("--image", help="the image (overrides the spec's image)")
+    _openstack_flags(bench_os)
+    bench_os.set_defaults(func=cmd_bench_openstack)
+
+    osbox = sub.add_parser(
+        "openstack-box", help="a real OpenStack control plane on this machine (root, Debian)"
+    )
+    osbox.add_argument("phase", nargs="?", default="all", choices=PHASES_OF_BOX)
+    osbox.set_defaults(func=cmd_openstack_box)
 
     calibrate = sub.add_parser(
         "calibrate", help="measure training time against CPU limits, write a calibration"

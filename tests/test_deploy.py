@@ -187,6 +187,40 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
         assert probe.returncode == 0, probe.stderr
         assert plan.address_of("fog-2") in probe.stdout
         assert plan.address_of("fog-1") not in probe.stdout
+        # on VMs the mesh interfaces are found by their ports' MACs (OpenStack inventory)
+        inventory = yaml.safe_load(deployment.inventory_path.read_text())
+        edge5 = inventory["all"]["children"]["edge"]["hosts"]["edge-5"]
+        with entered(plan.namespaces["edge-5"]):
+            links = subprocess.run(
+                ["ip", "-o", "link"], capture_output=True, text=True, check=True
+            ).stdout
+        macs = {
+            name: re.search(rf"\d+: {name}[@:].*link/ether (\S+)", links).group(1)  # type: ignore[union-attr]
+            for name in ("eth-fog", "eth-edge")
+        }
+        edge5["mesh_ports"] = [{"network": n, "mac": macs[f"eth-{n}"]} for n in ("fog", "edge")]
+        edge5["mesh_interfaces"] = []
+        by_mac = tmp_path / "by-mac.yml"
+        by_mac.write_text(yaml.safe_dump(inventory))
+        result = subprocess.run(
+            [
+                str(ANSIBLE_PLAYBOOK),
+                "-i",
+                str(by_mac),
+                str(PLAYBOOK_DIR / "02-mesh.yml"),
+                "--limit",
+                "edge-5",
+                "-e",
+                "mesh_kind=none",
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **playbook_env()},
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-3000:]
+        found = (deployment.node_dir("edge-5") / "mesh" / "interfaces.txt").read_text().split()
+        assert found == ["eth-fog", "eth-edge"]
         # fabric fetches what the playbook wrote, for every node it ran on
         fetched = deployment.collect(tmp_path / "collected", ("versions.txt",))
         assert {n for n, size in fetched.items() if size > 0} == {"edge-1", "fog-1", "cloud-1"}

@@ -23,7 +23,12 @@ pytestmark = pytest.mark.integration
 
 FIGURES = {
     "resource-optimization": ["fig5a_cpu_limit", "fig5b_training_time", "fig5c_relative_residual"],
-    "los-scheduling": ["fig6_hop_depth", "fig7_drop_rate"],
+    "los-scheduling": [
+        "fig6_hop_depth",
+        "fig6b_mean_hops",
+        "fig7_drop_rate",
+        "fig8_network_cost",
+    ],
 }
 
 

@@ -42,6 +42,7 @@ from testbed.local.netem_drift import NetemDrift
 from testbed.network.drift import DriftTimeline, build_drift
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.netem import (
+    HOST_NAMESPACE,
     NETEM_HANDLE,
     NETEM_LIMIT,
     NetemOp,
@@ -52,6 +53,7 @@ from testbed.network.netem import (
     netem_batches,
     netem_ops,
     netem_targets,
+    node_targets,
     target_delay_ms,
     tc_call,
 )
@@ -398,6 +400,38 @@ def test_the_drift_service_stops_while_waiting(paper: Any) -> None:
     asked = iter([False, False, True])
     service.run(lambda: next(asked, True))
     assert fake.now < 60.0 and service.changes == 0
+
+
+def test_on_a_vm_the_drift_service_sets_only_its_nodes_drift_on_its_own_interfaces(
+    paper: Any,
+) -> None:
+    _, topology, drift, plan = paper
+    kernel, fake = FakeKernel(), FakeTime(500.0)
+    targets = node_targets("edge-5", [("edge", "ens4"), ("fog", "ens5")])
+    service = NetemDrift(
+        plan, topology, drift, started_at=400.0, step_s=5.0, clock=fake.clock,
+        sleep=fake.sleep, tc=kernel.tc, resolve=kernel.resolve, targets=targets,
+    )  # fmt: skip
+    service.install()
+    assert [(c[0], c[1]) for c in kernel.calls] == [(HOST_NAMESPACE, ("add", "netem"))] * 2
+    for _ in range(60):  # 5 minutes of a 30-minute sine: the delay moves
+        service.step()
+    assert {c[0] for c in kernel.calls} == {HOST_NAMESPACE}
+    assert set(service.applied) == {(HOST_NAMESPACE, "ens4"), (HOST_NAMESPACE, "ens5")}
+    expected = drift.node_delay_ms("edge-5", fake.now - 400.0)  # no share of the base
+    assert all(ms == pytest.approx(expected, abs=0.06) for ms in service.applied.values())
+    assert service.changes > 0
+    with pytest.raises(ValueError, match="named twice"):
+        node_targets("edge-1", [("edge", "ens4"), ("fog", "ens4")])
+
+
+def test_on_a_vm_a_node_without_drift_exits_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from testbed.local.netem_drift import main
+
+    layout = str(EXPERIMENTS / "layouts" / "paper.yaml")
+    argv = ["--testbed", "x", "--layout", layout, "--node", "cloud-1", "--interface", "cloud=e"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["reason"] == "no drift"
 
 
 # --- batman-adv: pure builders and parsers ---------------------------------------------------

@@ -91,8 +91,12 @@ def run_stage(
     limit: str | None = None,
     timeout_s: int = 600,
     control_dir: Path | None = None,
+    extra_env: Mapping[str, str] | None = None,
 ) -> StageResult:
-    """Run one playbook; raise DeployError naming host, task and message if any host fails."""
+    """Run one playbook; raise DeployError naming host, task and message if any host fails.
+
+    `extra_env` reaches every process the run starts (also detached async jobs), so a
+    later cleanup can find them."""
     path = PLAYBOOK_DIR / playbook
     if not path.exists():
         raise DeployError(f"no playbook {path}")
@@ -109,7 +113,7 @@ def run_stage(
         TimeElapsedColumn(),
         TextColumn("{task.fields[step]}"),
     )
-    env = playbook_env(control_dir)
+    env = {**playbook_env(control_dir), **(extra_env or {})}
     os.environ["PATH"] = env["PATH"]  # ansible-runner looks ansible-playbook up here
     started = time.perf_counter()
     with Progress(*columns, console=console, transient=True) as progress:

@@ -11,7 +11,11 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from testbed.errors import UserError
 from testbed.experiment.plan import plan_cells
+from testbed.los.schedulers import twin_only
+from testbed.network.cost import RouteCost, network_table, with_network_cost
+from testbed.network.topology import build_topology
 from testbed.results.manifest import file_sha256, git_state, host_facts, package_versions
 from testbed.results.schema import cell_summary, triggers_frame
 from testbed.results.store import Clock, RunStore, utc_now
@@ -73,6 +77,20 @@ def build_manifest(experiment: ResolvedExperiment, bed: Testbed) -> dict[str, An
     }
 
 
+def refuse_twin_only(experiment: ResolvedExperiment, testbed: str) -> None:
+    """Schedulers with global knowledge and the offline optimum exist only on the twin."""
+    if testbed == "twin":
+        return
+    names = [name for name in experiment.spec.schedulers if name in twin_only()]
+    if names:
+        raise UserError(
+            f"--testbed {testbed}",
+            f"{', '.join(names)} need(s) global knowledge or the offline view, which only "
+            "the twin has",
+            "run them with --testbed twin, or leave them out of --scheduler",
+        )
+
+
 def run_experiment(
     experiment: ResolvedExperiment,
     testbed: str,
@@ -83,6 +101,7 @@ def run_experiment(
 ) -> RunSummary:
     console = console or Console(stderr=True)
     started = time.perf_counter()
+    refuse_twin_only(experiment, testbed)
     if testbed == "local":
         from testbed.testbeds.local import local_view
 
@@ -120,6 +139,9 @@ def _run(
         attach(store.path)
     cells = plan_cells(spec)
     done = store.done_cells()
+    topology = build_topology(experiment.layout)
+    costs = RouteCost(topology, [layer.name for layer in experiment.layout.layers])
+    calibration, samples = experiment.calibration, spec.streams.samples_per_training
     if resumed:
         console.print(f"resuming {store.path}: {len(done)} of {len(cells)} cells already done")
     columns = (
@@ -138,7 +160,7 @@ def _run(
             progress.update(task, cell=cell.id)
             t0 = time.perf_counter()
             outcome = bed.run_cell(cell)
-            frame = triggers_frame(outcome.rows)
+            frame = with_network_cost(triggers_frame(outcome.rows), costs, calibration, samples)
             store.write_cell(cell.id, frame)
             executed = int((frame["outcome"] == "executed").sum())
             store.append_event(
@@ -163,6 +185,7 @@ def _run(
     summary = cell_summary(triggers)
     store.write_table("triggers", triggers)
     store.write_table("cells", summary)
+    store.write_table("network", network_table(triggers, costs, calibration, samples))
     wall = time.perf_counter() - started
     store.append_event("run-finished", cells=len(cells), triggers=len(triggers))
     store.update_manifest(status="complete", finished_at=clock().isoformat())

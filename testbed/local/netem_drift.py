@@ -12,6 +12,10 @@ the one-way delay applied on every directed link ("sender>receiver"), here read 
 what the qdiscs were last set to.
 
     python -m testbed.local.netem_drift --testbed ID --layout LAYOUT.yaml --log FILE
+
+On a machine that is one node (a cloud VM, `playbooks/03-drift.yml`) it runs with
+`--node NODE --interface NETWORK=IFACE ...` and sets only that node's drift on the
+egress of its own mesh interfaces; a node without drift exits at once.
 """
 
 from __future__ import annotations
@@ -24,18 +28,21 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import NetNS
+from pyroute2 import IPRoute, NetNS
 
 from testbed.local.service_cli import load_service, service_parser, stop_on_signals
 from testbed.network.drift import DriftTimeline
 from testbed.network.local_plan import LocalPlan
 from testbed.network.netem import (
+    HOST_NAMESPACE,
     NETEM_HANDLE,
     NetemOp,
+    NetemTarget,
     applied_link_delays,
     inexact_links,
     netem_batches,
     netem_targets,
+    node_targets,
     tc_call,
 )
 from testbed.network.topology import Topology
@@ -63,6 +70,7 @@ class NetemDrift:
         sleep: Callable[[float], None] = time.sleep,
         tc: TcFunction | None = None,
         resolve: Callable[[str, str], int] | None = None,
+        targets: tuple[NetemTarget, ...] | None = None,
     ) -> None:
         self.plan = plan
         self.topology = topology
@@ -76,18 +84,19 @@ class NetemDrift:
         self.sleep = sleep
         self._tc = tc
         self._resolve = resolve  # (namespace, interface) -> index; by default pyroute2
-        self.targets = netem_targets(plan, topology)
+        self.targets = targets if targets is not None else netem_targets(plan, topology)
         self.applied: dict[tuple[str, str], float] = {}  # (namespace, interface) -> ms
         self.changes = 0
-        self._handles: dict[str, NetNS] = {}
+        self._handles: dict[str, NetNS | IPRoute] = {}
         self._indexes: dict[tuple[str, str], int] = {}
         self._batches: Iterator[tuple[float, tuple[NetemOp, ...]]] | None = None
         self._next_log = 0.0
 
     # --- the kernel ---------------------------------------------------------------
-    def _ns(self, namespace: str) -> NetNS:
+    def _ns(self, namespace: str) -> NetNS | IPRoute:
         if namespace not in self._handles:
-            self._handles[namespace] = NetNS(namespace)
+            own = namespace == HOST_NAMESPACE  # a VM: the machine's own interfaces
+            self._handles[namespace] = IPRoute() if own else NetNS(namespace)
         return self._handles[namespace]
 
     def _index(self, namespace: str, interface: str) -> int:
@@ -182,8 +191,21 @@ class NetemDrift:
 def main(argv: list[str] | None = None) -> int:
     parser = service_parser("python -m testbed.local.netem_drift")
     parser.add_argument("--step", type=float, default=1.0, help="seconds between updates")
+    parser.add_argument(
+        "--node", help="on a VM: only this node's own interfaces (give --interface NET=IFACE)"
+    )
+    parser.add_argument("--interface", action="append", default=[], metavar="NETWORK=IFACE")
     setup = load_service(parser, argv)
     topology = setup.topology
+    targets = None
+    if setup.args.node:
+        if setup.args.node not in setup.drift.drifting_nodes:
+            print(json.dumps({"ready": True, "link_delay": "none", "reason": "no drift"}))
+            return 0
+        pairs = [tuple(item.split("=", 1)) for item in setup.args.interface]
+        if not pairs or any(len(pair) != 2 for pair in pairs):
+            parser.error("--node needs --interface NETWORK=IFACE for each mesh interface")
+        targets = node_targets(setup.args.node, pairs)  # type: ignore[arg-type]
     service = NetemDrift(
         setup.plan,
         topology,
@@ -191,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         setup.started_at,
         setup.args.log,
         step_s=setup.args.step,
+        targets=targets,
     )
     should_stop = stop_on_signals()
     try:

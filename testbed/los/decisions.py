@@ -29,11 +29,16 @@ class RunHere:
 
 @dataclass(frozen=True, slots=True)
 class SendTo:
-    """Run the job on this (feasible) neighbour with this CPU limit."""
+    """Run the job on this (feasible) neighbour with this CPU limit.
+
+    `via` lists relay nodes the job passes on its way when the target is not a direct
+    neighbour (only schedulers with global knowledge send that far, e.g. `central`);
+    every relay counts as a hop and is checked for cycles like a forward."""
 
     node: str
     limit_m: float
     why: str = "neighbour-feasible"
+    via: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,10 +17,14 @@ from testbed.los.job import TrainingJob
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.schedulers import DecisionContext, Scheduler
 from testbed.los.views import NodeView
+from testbed.los.world import World
 from testbed.spec.experiment import LosParams
 
 ViewsOf = Callable[[str], tuple[NodeView, tuple[NodeView, ...]] | None]
 """For a node: its own view and its neighbours' views, or None if it is unreachable."""
+
+WorldOf = Callable[[str], World]
+"""For a node: the whole network as it would see it with global, fresh knowledge."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,14 +52,17 @@ def place(
     views_of: ViewsOf,
     params: LosParams,
     rng: random.Random,
+    world_of: WorldOf | None = None,
 ) -> Placement:
+    """`world_of` gives schedulers with `needs_world` their global view (twin only)."""
     token: tuple[str, ...] = (job.source,)
     while True:
         views = views_of(token[-1])
         if views is None:
             return Placement(token, False, drop_reason=DropReason.UNREACHABLE)
         local, neighbours = views
-        ctx = DecisionContext(job, model, token, local, neighbours, params, rng)
+        world = world_of(token[-1]) if world_of is not None else None
+        ctx = DecisionContext(job, model, token, local, neighbours, params, rng, world)
         decision = scheduler.decide(ctx)
         match decision:
             case RunHere(limit_m=limit, why=why):
@@ -63,11 +70,13 @@ def place(
             case Drop(reason=reason):
                 return Placement(token, False, drop_reason=reason)
             case SendTo(node=target) | Forward(node=target):
-                if target in token:
-                    return Placement(token, False, drop_reason=DropReason.CYCLE)
-                if len(token) > params.max_hops:
-                    return Placement(token, False, drop_reason=DropReason.MAX_HOPS)
-                token = (*token, target)
+                relays = decision.via if isinstance(decision, SendTo) else ()
+                for step in (*relays, target):
+                    if step in token:
+                        return Placement(token, False, drop_reason=DropReason.CYCLE)
+                    if len(token) > params.max_hops:
+                        return Placement(token, False, drop_reason=DropReason.MAX_HOPS)
+                    token = (*token, step)
                 if isinstance(decision, SendTo):
                     if views_of(target) is None:
                         return Placement(token, False, drop_reason=DropReason.UNREACHABLE)

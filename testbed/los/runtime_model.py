@@ -47,6 +47,13 @@ def _power(r: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
     return a * np.power(r + b, -c) + d
 
 
+def _power_jac(r: np.ndarray, a: float, b: float, c: float, d: float) -> np.ndarray:
+    """Analytic derivatives of `_power` by (a, b, c, d): cheaper than finite differences."""
+    base = r + b
+    p = np.power(base, -c)
+    return np.column_stack([p, -a * c * p / base, -a * p * np.log(base), np.ones_like(r)])
+
+
 def nonneg_linear_fit(x: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
     """Least squares of t = a*x + d with a, d >= 0. Returns (a, d, sse)."""
     design = np.column_stack([x, np.ones_like(x)])
@@ -58,6 +65,28 @@ def nonneg_linear_fit(x: np.ndarray, t: np.ndarray) -> tuple[float, float, float
         a = float((x @ t) / (x @ x)) if float(x @ x) > 0 else 0.0
     sse = float(np.sum((a * x + d - t) ** 2))
     return float(a), float(d), sse
+
+
+_GRID = np.array([(b, c) for b in _B_GRID for c in _C_GRID])
+
+
+def _grid_fits(r: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`nonneg_linear_fit` of t against (r + b)^-c for every (b, c) of the grid at once."""
+    x = np.power(r[None, :] + _GRID[:, 0:1], -_GRID[:, 1:2])
+    mx, mt = x.mean(axis=1), t.mean()
+    sxx = ((x - mx[:, None]) ** 2).sum(axis=1)
+    sxt = ((x - mx[:, None]) * (t - mt)[None, :]).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = np.where(sxx > 0, sxt / np.where(sxx > 0, sxx, 1.0), 0.0)
+        d = mt - a * mx
+        xx = (x * x).sum(axis=1)
+        through_zero = np.where(xx > 0, (x @ t) / np.where(xx > 0, xx, 1.0), 0.0)
+    negative_a = a < 0
+    negative_d = ~negative_a & (d < 0)
+    a = np.where(negative_a, 0.0, np.where(negative_d, through_zero, a))
+    d = np.where(negative_a, mt, np.where(negative_d, 0.0, d))
+    sse = ((a[:, None] * x + d[:, None] - t[None, :]) ** 2).sum(axis=1)
+    return a, d, sse
 
 
 def fit_runtime_curve(
@@ -89,11 +118,11 @@ def fit_runtime_curve(
     if len(r) < min_points_for_power or distinct < 3:
         return inverse
     best = (sse, a, 0.0, 1.0, d)
-    for b in _B_GRID:
-        for c in _C_GRID:
-            ga, gd, gsse = nonneg_linear_fit(np.power(r + b, -c), t)
-            if gsse < best[0]:
-                best = (gsse, ga, float(b), float(c), gd)
+    ga, gd, gsse = _grid_fits(r, t)
+    k = int(np.argmin(gsse))  # the first best in (b, c) order, as a nested loop finds it
+    if gsse[k] < best[0]:
+        b_k, c_k = _GRID[k]
+        best = (float(gsse[k]), float(ga[k]), float(b_k), float(c_k), float(gd[k]))
     sse0, a0, b0, c0, d0 = best
     params = (a0, b0, c0, d0)
     try:
@@ -105,6 +134,9 @@ def fit_runtime_curve(
                 r,
                 t,
                 p0=[max(a0, 1e-6), b0, c0, d0],
+                jac=_power_jac,
+                ftol=1e-6,  # the default 1e-8 often runs into maxfev and is thrown away
+                xtol=1e-6,
                 bounds=([0.0, 0.0, 0.05, 0.0], [np.inf, 2000.0, 4.0, np.inf]),
                 maxfev=400,
             )
@@ -121,7 +153,9 @@ def pessimistic(values: Sequence[float], margin_sigma: float, prior: float) -> f
     if not values:
         return prior
     mean = statistics.fmean(values)
-    std = statistics.pstdev(values) if len(values) > 1 else 0.0
+    if len(values) < 2:
+        return mean
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))  # population sd
     return mean + margin_sigma * std
 
 
@@ -142,6 +176,7 @@ class RuntimeModel:
     total_runs: int = 0
     _curve: RuntimeCurve | None = field(default=None, repr=False)
     _fitted_at: int = field(default=-1, repr=False)
+    _bounds: dict[tuple[str, float, float], float] = field(default_factory=dict, repr=False)
 
     @property
     def is_cold(self) -> bool:
@@ -153,6 +188,16 @@ class RuntimeModel:
             del self.runs[: len(self.runs) - self.window]
         self.last_by_node[run.node] = run
         self.total_runs += 1
+        self._bounds.clear()
+
+    def _pessimistic(self, what: str, margin_sigma: float, prior: float) -> float:
+        """`pessimistic` over the runs' `what`, cached until the next run is recorded."""
+        key = (what, margin_sigma, prior)
+        found = self._bounds.get(key)
+        if found is None:
+            values = [getattr(r, what) for r in self.runs]
+            found = self._bounds[key] = pessimistic(values, margin_sigma, prior)
+        return found
 
     def last_run(self) -> RunRecord | None:
         return self.runs[-1] if self.runs else None
@@ -179,15 +224,15 @@ class RuntimeModel:
 
     def overhead_s(self, margin_sigma: float) -> float:
         """Pessimistic start + stop time of the job's process or container."""
-        return pessimistic([r.t_start for r in self.runs], margin_sigma, 0.0) + pessimistic(
-            [r.t_stop for r in self.runs], margin_sigma, 0.0
+        return self._pessimistic("t_start", margin_sigma, 0.0) + self._pessimistic(
+            "t_stop", margin_sigma, 0.0
         )
 
     def memory_mb(self, margin_sigma: float, prior: float) -> float:
-        return pessimistic([r.memory_mb for r in self.runs], margin_sigma, prior)
+        return self._pessimistic("memory_mb", margin_sigma, prior)
 
     def payload_bytes(self, margin_sigma: float, prior: float) -> float:
-        return pessimistic([r.payload_bytes for r in self.runs], margin_sigma, prior)
+        return self._pessimistic("payload_bytes", margin_sigma, prior)
 
     def predict_t_complete(self, limit_m: float, t_send_s: float, margin_sigma: float) -> float:
         """t_complete = t_job + t_send + t_start + t_stop; inf while there is no curve."""

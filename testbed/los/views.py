@@ -27,6 +27,14 @@ class NodeView:
     latency_ms: float = 0.0
     bandwidth_mbit: float = float("inf")
     reported_at: float = 0.0
+    level: int = 0
+    """Depth of the node's layer, 0 for the top (cloud) layer; what a node gossips."""
+    uplink: bool = False
+    """The node is a gateway: it also sits on the network of the layer above."""
+    period_free_m: float | None = None
+    """CPU the node can promise per period: capacity minus prediction and background load
+    minus the average CPU (CPU-seconds per period / period) of the periodic trainings it
+    hosts; None where the node does not track it (then LOS+ falls back to cpu_free_m)."""
 
     @property
     def utilisation(self) -> float:

@@ -114,6 +114,22 @@ def netem_targets(plan: LocalPlan, topology: Topology) -> tuple[NetemTarget, ...
     return tuple(targets)
 
 
+HOST_NAMESPACE = ""  # a target in the machine's own network namespace (a VM's interfaces)
+
+
+def node_targets(node: str, interfaces: Iterable[tuple[str, str]]) -> tuple[NetemTarget, ...]:
+    """The targets of one node that is a machine of its own (a cloud VM): the egress of
+    each of its mesh interfaces, given as (network, interface). The real network carries
+    the base latency, so only the node's drift is added (no share of the base)."""
+    targets = tuple(
+        NetemTarget(node, network, HOST_NAMESPACE, interface, "egress", 0.0)
+        for network, interface in interfaces
+    )
+    if len({t.interface for t in targets}) != len(targets):
+        raise ValueError(f"an interface of {node} is named twice: {list(interfaces)}")
+    return targets
+
+
 def target_delay_ms(target: NetemTarget, drift: DriftTimeline, t: float) -> float:
     """The delay the target's qdisc should have at time t (microsecond resolution, never
     negative)."""

@@ -97,6 +97,18 @@ def build_topology(layout: LayoutSpec) -> Topology:
             )
     names = list(nodes)
     links: list[Link] = []
+    if layout.links is not None:  # a generated mesh: its links, not whole layer networks
+        seen: set[tuple[str, str]] = set()
+        for a, b in layout.links:
+            key = (a, b) if a < b else (b, a)
+            if key in seen:
+                continue
+            seen.add(key)
+            shared = [n for n in nodes[a].networks if n in nodes[b].networks]
+            network = shared[0] if shared else nodes[a].layer
+            profile = _profile(layout, nodes[a], nodes[b], network)
+            links.append(Link(a, b, network, profile.latency_ms, profile.bandwidth_mbit))
+        return Topology(nodes, tuple(links))
     for ai, a in enumerate(names):
         for b in names[ai + 1 :]:
             shared = [n for n in nodes[a].networks if n in nodes[b].networks]

@@ -34,6 +34,12 @@ TRIGGER_COLUMNS: dict[str, str] = {
     "met_period": "boolean",
     "relative_residual": "float64",
     "finished_s": "float64",
+    # network cost of an executed training (testbed.network.cost): bytes to the executing
+    # node and back end to end, summed over the links it crossed, within and across layers
+    "bytes_moved": "float64",
+    "link_bytes": "float64",
+    "within_layer_bytes": "float64",
+    "cross_layer_bytes": "float64",
 }
 
 
@@ -54,4 +60,9 @@ def cell_summary(triggers: pd.DataFrame) -> pd.DataFrame:
         triggers=("outcome", "size"), executed=("executed", "sum"), dropped=("dropped", "sum")
     ).reset_index()
     summary["drop_rate"] = summary["dropped"] / summary["triggers"]
+    if "bytes_moved" in triggers:
+        sums = triggers.groupby(keys)[["bytes_moved", "link_bytes", "cross_layer_bytes"]].sum()
+        summary = summary.merge(sums.reset_index(), on=keys, how="left")
+        per_run = summary["executed"].where(summary["executed"] > 0)
+        summary["bytes_per_executed"] = summary["bytes_moved"] / per_run
     return summary

@@ -47,8 +47,16 @@ class ModelCost(_Strict):
         description="memory a run adds on its node: peak RSS of a fresh process, or the "
         "unique memory of a child forked from a warm worker"
     )
-    model_bytes: Annotated[int, Field(ge=0)]
-    sample_bytes: Annotated[int, Field(ge=0)] = Field(description="bytes per cached sample")
+    model_bytes: Annotated[int, Field(ge=0)] = Field(
+        description="bytes of the stored model: `testbed calibrate` records the size of the "
+        "serialised detector each training job writes (`model_bytes` in its report); it is "
+        "shipped to the executing node and back, and counted as network cost"
+    )
+    sample_bytes: Annotated[int, Field(ge=0)] = Field(
+        description="bytes per cached sample: float32 features as shipped in the samples' "
+        ".npy (4 x 3 traffic features, 4 x 5 pollution features); a training ships "
+        "samples_per_training of them"
+    )
 
 
 class Calibration(_Strict):

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from testbed.spec.calibration import Calibration
-from testbed.spec.layout import LayoutSpec
+from testbed.spec.layout import LayoutRef, LayoutSpec
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -18,6 +18,44 @@ Fraction = Annotated[float, Field(ge=0, le=1)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LosPlusParams(_Strict):
+    """LOS+ (`los-plus`): our own variant of LOS; each idea is switched on or off alone.
+
+    All keep LOS's constraints: one node decides with its own and its direct neighbours'
+    (possibly stale) views, and the token, max hops and cycle rules stay.
+    """
+
+    model_limit: bool = Field(
+        default=True,
+        description="set the CPU limit from the fitted runtime model (the smallest limit "
+        "predicted to finish within `target_share` of the period) instead of 85 %/400 m "
+        "and +/-10 % steps; LOS's rule while the job has no curve yet",
+    )
+    period_reservation: bool = Field(
+        default=False,
+        description="judge feasibility and rank by the CPU a node can promise per period "
+        "(capacity minus prediction, background and the average CPU of the periodic "
+        "trainings it hosts) instead of its instantaneous free CPU; off by default: under "
+        "heavy load it admits nodes that are busy now, runs then share CPU, and the "
+        "runtime model learns slow runs (see the ablation)",
+    )
+    gateway_aware: bool = Field(
+        default=True,
+        description="when no neighbour is feasible, forward to an unvisited neighbour, "
+        "preferring one in a higher layer, then one with an uplink (a gateway), instead "
+        "of the best-ranked neighbour even if it was visited",
+    )
+    retry_backoff: bool = Field(
+        default=True,
+        description="a job that finds no node is retried from its source after "
+        "`retry_base_s`, doubling, while within `retry_window_share` of its period, "
+        "instead of being dropped at once (the twin's trigger loop does the retrying)",
+    )
+    target_share: Annotated[float, Field(gt=0, le=1)] = 0.8
+    retry_base_s: PositiveFloat = 5.0
+    retry_window_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
 
 class LosParams(_Strict):
@@ -41,6 +79,9 @@ class LosParams(_Strict):
         default=False,
         description="leave nodes already in the token out of the candidates (not in the paper)",
     )
+    plus: LosPlusParams = Field(
+        default_factory=LosPlusParams, description="the ideas of `los-plus` (not in the paper)"
+    )
 
 
 class StreamSlot(_Strict):
@@ -50,7 +91,8 @@ class StreamSlot(_Strict):
 
 class StreamsSpec(_Strict):
     nodes: Annotated[list[str], Field(min_length=1)] = Field(
-        description="edge nodes that receive streams, in the order they are filled"
+        description="edge nodes that receive streams, in the order they are filled; "
+        "'layer:NAME' stands for all nodes of a layer, in order"
     )
     per_node: Annotated[list[StreamSlot], Field(min_length=1)]
     placement: Literal["fill", "round-robin"] = "fill"
@@ -179,7 +221,10 @@ class ExperimentSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     kind: Literal["resource-optimization", "scheduling"]
     description: str = ""
-    layout: str = Field(description="path of the layout spec, relative to this file")
+    layout: str | LayoutRef = Field(
+        description="path of the layout spec, relative to this file, or "
+        "{generate: {nodes: N, ...}} for a generated layout (twin only)"
+    )
     calibration: str = Field(description="path of the calibration file, relative to this file")
     seed: Annotated[int, Field(ge=0)]
     schedulers: Annotated[list[str], Field(min_length=1)]
@@ -194,6 +239,11 @@ class ExperimentSpec(_Strict):
     gossip: GossipSpec = GossipSpec()
     timeplan: list[TimeplanEvent] = Field(default_factory=list)
     local: LocalSpec = LocalSpec()
+    optimum_time_limit_s: PositiveFloat = Field(
+        default=60.0,
+        description="time limit of the offline optimum's ILP per cell (scheduler "
+        "'optimum'); a cell not proven optimal within it reports a bound, not an optimum",
+    )
     reference: Reference = Reference()
     profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
 

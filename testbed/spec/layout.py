@@ -104,6 +104,11 @@ class LayoutSpec(_Strict):
     flavors: dict[str, Flavor]
     layers: Annotated[list[Layer], Field(min_length=1)]
     drift: list[DriftRule] = Field(default_factory=list)
+    links: list[tuple[str, str]] | None = Field(
+        default=None,
+        description="explicit mesh links (generated layouts); without it every layer is "
+        "one network and a gateway joins the whole layer above",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> LayoutSpec:
@@ -132,6 +137,9 @@ class LayoutSpec(_Strict):
             unknown = sorted(set(rule.nodes or []) - all_nodes)
             if unknown:
                 raise ValueError(f"drift rule selects unknown nodes {unknown}")
+        for a, b in self.links or []:
+            if a not in all_nodes or b not in all_nodes or a == b:
+                raise ValueError(f"link [{a}, {b}] needs two different nodes of the layout")
         return self
 
     def layer(self, name: str) -> Layer:
@@ -143,3 +151,35 @@ class LayoutSpec(_Strict):
     def layer_nodes(self, name: str) -> list[str]:
         layer = self.layer(name)
         return [f"{layer.name}-{i}" for i in range(1, layer.count + 1)]
+
+
+class GeneratedLayout(_Strict):
+    """A layout generated from a few numbers (`testbed.network.generate`): `nodes` split
+    over the layers by `shares` (top first), a random geometric mesh inside each layer
+    (nodes uniform in the unit square, linked within the radius that gives about
+    `mean_degree` neighbours, components joined to their nearest node), `gateways` per
+    lower layer, each linked to its `uplinks` nearest nodes of the layer above."""
+
+    nodes: Annotated[int, Field(ge=3)]
+    shares: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"cloud": 0.1, "fog": 0.2, "edge": 0.7},
+        description="layer name -> share of the nodes, top layer first",
+    )
+    gateways: Annotated[int, Field(ge=1)] = 2
+    uplinks: Annotated[int, Field(ge=1)] = 2
+    mean_degree: Annotated[float, Field(gt=0)] = 6.0
+    seed: Annotated[int, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _enough(self) -> GeneratedLayout:
+        if len(self.shares) < 1:
+            raise ValueError("give at least one layer in 'shares'")
+        if self.nodes < len(self.shares):
+            raise ValueError(f"{self.nodes} nodes cannot fill {len(self.shares)} layers")
+        return self
+
+
+class LayoutRef(_Strict):
+    """`layout: {generate: {...}}` in an experiment spec."""
+
+    generate: GeneratedLayout

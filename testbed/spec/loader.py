@@ -6,13 +6,14 @@ import copy
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
 from testbed.spec.experiment import ExperimentSpec, ResolvedExperiment
-from testbed.spec.layout import LayoutSpec
+from testbed.spec.layout import LayoutRef, LayoutSpec
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -118,9 +119,17 @@ def load_experiment(
     if overrides:
         raw = deep_merge(raw, overrides)
     spec = validate(ExperimentSpec, raw, path)
-    layout_path = (path.parent / spec.layout).resolve()
     calibration_path = (path.parent / spec.calibration).resolve()
-    layout = load_layout(layout_path)
+    if isinstance(spec.layout, LayoutRef):
+        from testbed.network.generate import generate
+
+        generated = spec.layout.generate
+        layout = generate(generated, np.random.default_rng(generated.seed))
+        layout_path = path.resolve()  # the spec holds what the layout was made from
+    else:
+        layout_path = (path.parent / spec.layout).resolve()
+        layout = load_layout(layout_path)
+    spec = _expand_stream_nodes(spec, layout, path)
     calibration = load_calibration(calibration_path)
     _check_references(spec, layout, calibration, path, known_schedulers)
     return ResolvedExperiment(
@@ -132,6 +141,27 @@ def load_experiment(
         calibration_path=calibration_path,
         profile=profile,
     )
+
+
+def _expand_stream_nodes(spec: ExperimentSpec, layout: LayoutSpec, path: Path) -> ExperimentSpec:
+    """'layer:NAME' in streams.nodes: every node of that layer, in order."""
+    if not any(n.startswith("layer:") for n in spec.streams.nodes):
+        return spec
+    layers = [layer.name for layer in layout.layers]
+    nodes: list[str] = []
+    for i, entry in enumerate(spec.streams.nodes):
+        if not entry.startswith("layer:"):
+            nodes.append(entry)
+            continue
+        name = entry.removeprefix("layer:")
+        if name not in layers:
+            raise UserError(
+                f"{path}: field 'streams.nodes[{i}]'",
+                f"layer '{name}' is not in layout '{layout.name}'",
+                f"use one of {[f'layer:{n}' for n in layers]}",
+            )
+        nodes += layout.layer_nodes(name)
+    return spec.model_copy(update={"streams": spec.streams.model_copy(update={"nodes": nodes})})
 
 
 def _check_references(

@@ -21,7 +21,10 @@ class Testbed(Protocol):
 
 
 PLANNED = {
-    "openstack": "an OpenStack cloud (issue P4)",
+    "openstack": (
+        "an OpenStack cloud: provisioning and teardown are built (`testbed up|down "
+        "--testbed openstack`), running experiments on its servers is not yet"
+    ),
 }
 
 
@@ -62,7 +65,7 @@ def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
     if name in PLANNED:
         raise UserError(
             f"--testbed {name}",
-            f"the {name} testbed ({PLANNED[name]}) is not built yet",
-            "use --testbed twin",
+            f"the {name} testbed runs no experiments yet ({PLANNED[name]})",
+            "use --testbed twin or --testbed local",
         )
     raise UserError(f"--testbed {name}", "unknown testbed", f"use one of {testbed_names()}")

@@ -34,4 +34,9 @@ class TwinTestbed:
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         seeds = cell_seeds(self.experiment.spec.seed, cell)
-        return TwinCell(self.experiment, self.topology, self.drift, cell, seeds).run()
+        twin = TwinCell(self.experiment, self.topology, self.drift, cell, seeds)
+        if cell.scheduler == "optimum":
+            from testbed.twin.optimum import run_optimum_cell
+
+            return run_optimum_cell(twin, self.experiment.spec.optimum_time_limit_s)
+        return twin.run()

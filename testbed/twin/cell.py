@@ -10,13 +10,20 @@ The timeplan can also stop a node's LOS agent (a crash: the node neither schedul
 executes, its running trainings die, its streams' triggers are dropped as `agent-down`,
 its neighbours keep its last broadcast until it is `STALE_AFTER_INTERVALS` gossip
 intervals old) and start it again, and add extra delay to a link (`degrade`).
+
+Job sizes (CPU work, memory, start and stop times) are drawn per stream and per tick of
+its period, whether or not the trigger is executed, so every scheduler faces the same
+size trigger by trigger; `testbed.twin.optimum` reads the same draws.
+Schedulers with global knowledge (`cloud`, `central`) get a `World` of fresh views and
+routes; LOS+ retries (`retry_delays`) run here, in the stream's trigger loop.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +35,7 @@ from testbed.los.decisions import DropReason
 from testbed.los.job import JobKey, RunRecord, TrainingJob
 from testbed.los.placement import Placement, place
 from testbed.los.runtime_model import RuntimeModel
-from testbed.los.schedulers import make_scheduler
+from testbed.los.schedulers import OFFLINE, RETRYABLE, make_scheduler, needs_world
 from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
 from testbed.network.degrade import LinkPair, link_pair
 from testbed.network.drift import DriftTimeline
@@ -38,15 +45,83 @@ from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
 from testbed.twin.node import TwinNode
 
 
+@dataclass(frozen=True, slots=True)
+class JobDraw:
+    """The size of one tick's training run, drawn whatever happens to the trigger."""
+
+    work_m_s: float
+    memory_mb: float
+    start_s: float
+    stop_s: float
+
+
+def _gauss(rng: np.random.Generator, g: Gaussian) -> float:
+    return max(0.0, float(rng.normal(g.mean, g.std))) if g.std else g.mean
+
+
+def draw_job(rng: np.random.Generator, cost: ModelCost) -> JobDraw:
+    """Work (lognormal around the calibrated mean), memory, start and stop wall times."""
+    sigma = math.sqrt(math.log(1.0 + cost.noise_cv**2))
+    work = cost.work_cpu_s * 1000.0 * float(rng.lognormal(-(sigma**2) / 2, sigma))
+    memory = _gauss(rng, cost.memory_mb)
+    return JobDraw(work, memory, _gauss(rng, cost.start_s), _gauss(rng, cost.stop_s))
+
+
+def tick_times(stream: StreamDef, duration_s: float) -> Iterator[float]:
+    """The times a stream's period ticks, summed as the simulation sums them."""
+    t = stream.first_trigger_s
+    while t < duration_s:
+        yield t
+        t = t + stream.period_s
+
+
+def stream_size_seeds(streams: Sequence[StreamDef], work: np.random.Generator) -> dict[str, int]:
+    """One seed per stream for its job sizes, from the cell's work stream."""
+    return {s.id: int(work.integers(2**63)) for s in streams}
+
+
 @dataclass
 class _StreamState:
     stream: StreamDef
     cost: ModelCost
     model: RuntimeModel
+    sizes: np.random.Generator | None = None
     running: bool = False
     executed: int = 0
     triggers: int = 0
     stopped: bool = False
+    host: str | None = None  # where its last run executed (its period reservation)
+
+
+class _TwinWorld:
+    """The whole network, fresh, as `viewer` would see it with global knowledge."""
+
+    def __init__(self, cell: TwinCell, viewer: str) -> None:
+        self.cell = cell
+        self.viewer = viewer
+        self.top_layer = cell.top_layer
+
+    def views(self, layer: str | None = None) -> list[NodeView]:
+        cell = self.cell
+        names = cell.layer_nodes[layer] if layer is not None else list(cell.nodes)
+        out = []
+        for name in names:
+            node = cell.nodes[name]
+            if name == self.viewer or not node.alive or not node.agent_up:
+                continue
+            route = self.route(name)
+            pairs = list(itertools.pairwise(route))
+            out.append(
+                replace(
+                    cell._view(name, name),
+                    latency_ms=sum(cell._latency_ms(a, b) for a, b in pairs),
+                    bandwidth_mbit=min(cell.topology.link(a, b).bandwidth_mbit for a, b in pairs),
+                )
+            )
+        return out
+
+    def route(self, node: str) -> tuple[str, ...]:
+        return self.cell.route(self.viewer, node)
 
 
 class TwinCell:
@@ -69,7 +144,8 @@ class TwinCell:
         self.nodes = {
             name: TwinNode(self.env, node, resident) for name, node in topology.nodes.items()
         }
-        self.scheduler = make_scheduler(cell.scheduler)
+        # the offline optimum builds a cell only to read its streams and job sizes
+        self.scheduler = make_scheduler("in-situ" if cell.scheduler in OFFLINE else cell.scheduler)
         self.rows: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.link_extra_ms: dict[LinkPair, float] = {}  # from the timeplan's `degrade`
@@ -77,7 +153,19 @@ class TwinCell:
         phase_rng = np.random.default_rng(seeds.arrivals.integers(2**32))
         self.gossip_phase = {name: float(phase_rng.uniform(0, gossip)) for name in self.nodes}
         streams = plan_streams(self.spec, cell.stream_count, seeds.arrivals)
+        self.size_seeds = stream_size_seeds(streams, seeds.work)
         self.streams = [self._stream_state(s) for s in streams]
+        for state in self.streams:
+            state.sizes = np.random.default_rng(self.size_seeds[state.stream.id])
+        self.level = {layer.name: i for i, layer in enumerate(experiment.layout.layers)}
+        self.top_layer = experiment.layout.layers[0].name
+        self.layer_nodes: dict[str, list[str]] = {name: [] for name in self.level}
+        for name, node in topology.nodes.items():
+            self.layer_nodes[node.layer].append(name)
+        self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._needs_world = needs_world(self.scheduler)
+        retry = getattr(self.scheduler, "retry_delays", None)
+        self._retry_delays = retry if callable(retry) else None
 
     def _stream_state(self, stream: StreamDef) -> _StreamState:
         los = self.spec.los
@@ -91,6 +179,17 @@ class TwinCell:
         return _StreamState(stream, cost, model)
 
     # --- the world as one node sees it ------------------------------------------------
+    def route(self, a: str, b: str) -> tuple[str, ...]:
+        """Fewest-hop route (cached); the one payloads take."""
+        key = (a, b)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._routes[key] = self.topology.path(a, b)
+        return found
+
+    def _world(self, viewer: str) -> _TwinWorld:
+        return _TwinWorld(self, viewer)
+
     def _latency_ms(self, a: str, b: str) -> float:
         drift = self.drift.link_latency_ms(self.topology.link(a, b), self.env.now)
         return drift + self.link_extra_ms.get(link_pair(a, b), 0.0)
@@ -122,6 +221,9 @@ class TwinCell:
             latency_ms=latency,
             bandwidth_mbit=bandwidth,
             reported_at=at,
+            level=self.level[node.spec.layer],
+            uplink=node.spec.gateway,
+            period_free_m=state.period_free_m,
         )
 
     def _broadcast_at(self, name: str, heard: float) -> float | None:
@@ -215,11 +317,13 @@ class TwinCell:
         stream = state.stream
         yield self.env.timeout(stream.first_trigger_s)
         limit = self.spec.iterations
+        assert state.sizes is not None
         while self.env.now < self.spec.duration_s:
             if limit is not None and state.executed >= limit:
                 break
+            draw = draw_job(state.sizes, state.cost)  # every tick draws: same sizes for all
             if self.nodes[stream.node].alive:
-                self._trigger(state)
+                self._trigger(state, draw)
             yield self.env.timeout(stream.period_s)
         state.stopped = True
 
@@ -250,7 +354,7 @@ class TwinCell:
             "trigger": state.triggers,
         }
 
-    def _trigger(self, state: _StreamState) -> None:
+    def _trigger(self, state: _StreamState, draw: JobDraw) -> None:
         state.triggers += 1
         row = self._row(state, self.env.now)
         if not self.nodes[state.stream.node].agent_up:  # nobody takes the trigger
@@ -260,19 +364,61 @@ class TwinCell:
             self._drop(row, DropReason.PREVIOUS_RUNNING, (state.stream.node,))
             return
         job = self._job(state)
-        placement = place(
-            job, state.model, self.scheduler, self._views_of, self.spec.los, self.seeds.decisions
-        )
-        if not placement.executed:
-            assert placement.drop_reason is not None
-            reason = placement.drop_reason
-            last = self.nodes[placement.path[-1]]
-            if reason == DropReason.UNREACHABLE and last.alive and not last.agent_up:
-                reason = DropReason.AGENT_DOWN  # the mesh reaches it, its agent is gone
-            self._drop(row, reason, placement.path)
+        placement = self._place(state, job)
+        if placement.executed:
+            state.running = True
+            self.env.process(self._execute(state, job, placement, row, draw))
             return
-        state.running = True
-        self.env.process(self._execute(state, job, placement, row))
+        delays = self._retry_delays(self.spec.los, job.period_s) if self._retry_delays else ()
+        if delays and placement.drop_reason in RETRYABLE:
+            state.running = True  # the stream waits for its retries
+            self.env.process(self._retry(state, job, row, draw, delays, placement))
+            return
+        self._drop_placement(row, placement)
+
+    def _place(self, state: _StreamState, job: TrainingJob) -> Placement:
+        return place(
+            job,
+            state.model,
+            self.scheduler,
+            self._views_of,
+            self.spec.los,
+            self.seeds.decisions,
+            self._world if self._needs_world else None,
+        )
+
+    def _drop_placement(self, row: dict[str, Any], placement: Placement) -> None:
+        assert placement.drop_reason is not None
+        reason = placement.drop_reason
+        last = self.nodes[placement.path[-1]]
+        if reason == DropReason.UNREACHABLE and last.alive and not last.agent_up:
+            reason = DropReason.AGENT_DOWN  # the mesh reaches it, its agent is gone
+        self._drop(row, reason, placement.path)
+
+    def _retry(
+        self,
+        state: _StreamState,
+        job: TrainingJob,
+        row: dict[str, Any],
+        draw: JobDraw,
+        delays: tuple[float, ...],
+        placement: Placement,
+    ) -> Any:
+        """Try a job that found no node again after each delay (LOS+'s back-off)."""
+        for attempt, delay in enumerate(delays, start=1):
+            yield self.env.timeout(delay)
+            source = self.nodes[state.stream.node]
+            if not source.alive or not source.agent_up:
+                break
+            placement = self._place(state, job)
+            if placement.executed:
+                placement = replace(placement, why=f"{placement.why}+retry{attempt}")
+                yield from self._execute(state, job, placement, row, draw)
+                return
+            if placement.drop_reason not in RETRYABLE:
+                break
+        state.running = False
+        self._drop_placement(row, placement)
 
     def _drop(self, row: dict[str, Any], reason: DropReason, path: tuple[str, ...]) -> None:
         row.update(
@@ -280,11 +426,13 @@ class TwinCell:
         )
         self.rows.append(row)
 
-    def _gauss(self, g: Gaussian) -> float:
-        return max(0.0, float(self.seeds.work.normal(g.mean, g.std))) if g.std else g.mean
-
     def _execute(
-        self, state: _StreamState, job: TrainingJob, placement: Placement, row: dict[str, Any]
+        self,
+        state: _StreamState,
+        job: TrainingJob,
+        placement: Placement,
+        row: dict[str, Any],
+        draw: JobDraw,
     ) -> Any:
         cost = state.cost
         target = placement.path[-1]
@@ -295,18 +443,13 @@ class TwinCell:
         payload = job.payload_prior_bytes
         t_send = 0.0
         if target != job.source:
-            route = self.topology.path(job.source, target)
+            route = self.route(job.source, target)
             pairs = list(itertools.pairwise(route))
             latency = sum(self._latency_ms(a, b) for a, b in pairs) / 1000.0
             bandwidth = min(self.topology.link(a, b).bandwidth_mbit for a, b in pairs)
             t_send = latency + payload * 8.0 / (bandwidth * 1e6)
-        # the work of this run, drawn before any outcome is known (same across schedulers)
-        sigma = math.sqrt(math.log(1.0 + cost.noise_cv**2))
-        work_m_s = (
-            cost.work_cpu_s * 1000.0 * float(self.seeds.work.lognormal(-(sigma**2) / 2, sigma))
-        )
-        memory = self._gauss(cost.memory_mb)
-        start_wall, stop_wall = self._gauss(cost.start_s), self._gauss(cost.stop_s)
+        work_m_s, memory = draw.work_m_s, draw.memory_mb
+        start_wall, stop_wall = draw.start_s, draw.stop_s
 
         yield self.env.timeout(decided + t_send)
         node = self.nodes[target]
@@ -345,6 +488,11 @@ class TwinCell:
             reason = DropReason.AGENT_DOWN if crashed else DropReason.NODE_LEFT
             return self._lost(state, row, placement, reason)
         node.release(limit, memory)
+        if state.host is not None and state.host != target:
+            self.nodes[state.host].set_period_reservation(state.stream.id, None)
+        state.host = target
+        cpu_m_s = work_m_s + 1000.0 * (cost.start_cpu_s + cost.stop_cpu_s)
+        node.set_period_reservation(state.stream.id, cpu_m_s / job.period_s)
         if not self.nodes[job.source].agent_up:  # the new model and the report are lost
             return self._lost(state, row, placement, DropReason.AGENT_DOWN)
         record = RunRecord(

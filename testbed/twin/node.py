@@ -18,6 +18,9 @@ _task_ids = itertools.count(1)
 class Availability:
     cpu_free_m: float
     memory_free_mb: float
+    period_free_m: float = 0.0
+    """Capacity minus prediction and background load minus the average CPU of the
+    periodic trainings this node hosts (what LOS+'s period reservation reads)."""
 
 
 class TwinNode:
@@ -43,13 +46,18 @@ class TwinNode:
         self._version = 0
         self._history_t: list[float] = []
         self._history: list[Availability] = []
+        self.period_reserved: dict[str, float] = {}  # stream -> its average CPU, m
+        self.period_total_m = 0.0
         self._note()
 
     # --- availability -------------------------------------------------------------
     def availability(self) -> Availability:
         cpu = self.spec.cpu_capacity_m - self.prediction_m - self.background_m - self.allocated_m
         mem = self.spec.memory_mb - self.resident_mb - self.prediction_mb - self.memory_used_mb
-        return Availability(max(0.0, cpu), max(0.0, mem))
+        period = (
+            self.spec.cpu_capacity_m - self.prediction_m - self.background_m - self.period_total_m
+        )
+        return Availability(max(0.0, cpu), max(0.0, mem), max(0.0, period))
 
     def availability_at(self, t: float) -> Availability:
         i = bisect.bisect_right(self._history_t, t) - 1
@@ -84,6 +92,15 @@ class TwinNode:
         self._changed()
 
     # --- training jobs ------------------------------------------------------------
+    def set_period_reservation(self, stream: str, cpu_m: float | None) -> None:
+        """The average CPU a periodic job needs here (None: it no longer runs here)."""
+        if cpu_m is None:
+            self.period_reserved.pop(stream, None)
+        else:
+            self.period_reserved[stream] = cpu_m
+        self.period_total_m = sum(self.period_reserved.values())
+        self._note()
+
     def reserve(self, limit_m: float, memory_mb: float) -> None:
         self.allocated_m += limit_m
         self.memory_used_mb += memory_mb

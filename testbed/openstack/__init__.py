@@ -1,0 +1,1 @@
+"""The OpenStack testbed: provisioning, inventory and teardown on a real cloud."""

@@ -1,0 +1,189 @@
+"""The OpenStack testbed against a real OpenStack: the project's box (`make openstack-box`).
+
+Provisioning and teardown of the whole paper layout through the CLI, as a user runs
+them; a quota too small is refused before anything is created; a runner killed
+mid-create is cleaned up by `down`, and a rerun of `up` on the half-built testbed
+converges. Skipped where no box answers, unless LOS_REQUIRE_OPENSTACK_BOX=1 (CI), where
+a missing box fails.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from testbed.deploy.inventory import hosts_of
+from testbed.network.topology import build_topology
+from testbed.openstack.box import BOX_CLOUD, BOX_IMAGE
+from testbed.openstack.cloud import existing
+from testbed.spec.loader import load_layout
+
+from .conftest import EXPERIMENTS
+
+pytestmark = pytest.mark.openstack
+TESTBED = str(Path(sys.executable).parent / "testbed")
+REQUIRED = os.environ.get("LOS_REQUIRE_OPENSTACK_BOX") == "1"
+
+
+@pytest.fixture(scope="module")
+def conn() -> Any:
+    try:
+        from testbed.openstack.box import ensure_image
+        from testbed.openstack.cloud import connect
+
+        connection = connect(BOX_CLOUD)
+        ensure_image(connection)
+    except Exception as err:  # no box here: say why
+        if REQUIRED:
+            pytest.fail(f"the OpenStack box is required here but does not answer: {err}")
+        pytest.skip(f"no OpenStack box (`make openstack-box`): {str(err)[:120]}")
+    return connection
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LOS_OPENSTACK_STATE", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def _id(kind: str) -> str:
+    return f"t{kind}{uuid.uuid4().hex[:6]}"
+
+
+def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TESTBED, *args, "--testbed", "openstack", "--cloud", BOX_CLOUD],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
+    )
+
+
+def _up(tid: str) -> list[str]:
+    return ["up", "--id", tid, "--image", BOX_IMAGE]
+
+
+@pytest.fixture
+def cleanup(conn: Any) -> Iterator[list[str]]:
+    """Ids to tear down whatever happens in the test."""
+    ids: list[str] = []
+    yield ids
+    for tid in ids:
+        _cli("down", "--id", tid)
+
+
+def _kill_when(proc: subprocess.Popen[str], conn: Any, tid: str, servers: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(existing(conn, tid).servers) >= servers:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"up ended (rc {proc.returncode}) before {servers} servers existed")
+
+
+def _start_up(tid: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [TESTBED, *_up(tid), "--testbed", "openstack", "--cloud", BOX_CLOUD],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_a_quota_too_small_is_refused_before_anything_is_created(
+    conn: Any, state: Path, cleanup: list[str]
+) -> None:
+    tid = _id("q")
+    cleanup.append(tid)
+    project = conn.current_project_id
+    conn.set_compute_quotas(project, instances=3)
+    try:
+        result = _cli(*_up(tid), timeout=120)
+    finally:
+        conn.set_compute_quotas(project, instances=-1)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "quotas" in result.stderr and "instances: needs 15 more, 3 free" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert existing(conn, tid).total() == 0
+
+
+def test_a_runner_killed_mid_create_is_cleaned_up_by_down(
+    conn: Any, state: Path, cleanup: list[str]
+) -> None:
+    tid = _id("k")
+    cleanup.append(tid)
+    _kill_when(_start_up(tid), conn, tid, servers=1)
+    assert existing(conn, tid).total() > 0
+    result = _cli("down", "--id", tid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().endswith("remaining: 0")
+    time.sleep(10)  # nothing the killed run had under way arrives later
+    assert existing(conn, tid).counts() == dict.fromkeys(existing(conn, tid).counts(), 0)
+
+
+def test_the_paper_layout_converges_after_a_killed_run_and_tears_down_to_nothing(
+    conn: Any, state: Path, cleanup: list[str]
+) -> None:
+    tid = _id("p")
+    cleanup.append(tid)
+    _kill_when(_start_up(tid), conn, tid, servers=3)
+    partial = existing(conn, tid)
+    assert 3 <= len(partial.servers) <= 15
+
+    result = _cli(*_up(tid))
+    assert result.returncode == 0, result.stdout + result.stderr[-2000:]
+    assert "15 servers ACTIVE" in result.stdout
+
+    layout = load_layout(EXPERIMENTS / "layouts" / "paper.yaml")
+    topology = build_topology(layout)
+    found = existing(conn, tid)
+    servers = [s for s in conn.compute.servers(details=True) if s.name.startswith(f"{tid}-")]
+    assert sorted(s.name for s in servers) == sorted(f"{tid}-{n}" for n in topology.nodes)
+    assert {s.status for s in servers} == {"ACTIVE"}
+    networks = {n.id: n.name for n in found.networks.values()}
+    assert sorted(networks.values()) == sorted(
+        f"{tid}-{n}-net" for n in ("mgmt", "cloud", "fog", "edge")
+    )
+    for server in servers:
+        node = topology.nodes[server.name.removeprefix(f"{tid}-")]
+        flavor = layout.flavors[layout.layer(node.layer).flavor]
+        assert server.flavor["original_name"] == f"{tid}-{layout.layer(node.layer).flavor}"
+        assert (server.flavor["vcpus"], server.flavor["ram"]) == (flavor.vcpus, flavor.memory_mb)
+        ports = [p for p in conn.network.ports(device_id=server.id)]
+        on = sorted(networks[p.network_id] for p in ports)
+        expected = sorted(f"{tid}-{n}-net" for n in ("mgmt", *node.networks))
+        assert on == expected, server.name  # gateways also sit on the layer above
+        assert server.metadata.get("los_testbed") == tid
+
+    inventory = yaml.safe_load((state / tid / "inventory.yml").read_text())
+    hosts = hosts_of(inventory)
+    assert set(hosts) == set(topology.nodes)
+    mgmt = f"{tid}-mgmt-net"
+    for server in servers:
+        node = server.name.removeprefix(f"{tid}-")
+        assert hosts[node]["ansible_host"] == server.addresses[mgmt][0]["addr"]
+        macs = {p.mac_address for p in conn.network.ports(device_id=server.id)}
+        assert {p["mac"] for p in hosts[node]["mesh_ports"]} <= macs
+    assert set(inventory["all"]["children"]["gateways"]["hosts"]) == {"fog-1", "edge-5"}
+    config = (state / tid / "ssh_config").read_text()
+    assert config.count("\nHost ") + config.startswith("Host ") == 15
+
+    result = _cli("down", "--id", tid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = existing(conn, tid).counts()
+    assert counts == dict.fromkeys(counts, 0)
+    assert not [p for p in conn.network.ports() if p.network_id in networks]

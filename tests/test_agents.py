@@ -390,3 +390,26 @@ def _processes_with(text: str) -> list[int]:
             ):
                 found.append(int(entry.name))
     return found
+
+
+def test_agents_gossip_their_layer_depth_and_gateway_role_for_los_plus() -> None:
+    from types import SimpleNamespace
+
+    from testbed.agent.messages import view_from_dict, view_to_dict
+    from testbed.agent.service import Agent
+    from testbed.network.local_plan import plan_local
+
+    topology = build_topology(load_layout(Path("experiments/layouts/paper.yaml")))
+    state = SimpleNamespace(cpu_scale=0.1, testbed_id="t-gossip")
+    configs = agent_configs(plan_local(topology, "t-gossip"), topology, state, "s", "static")  # type: ignore[arg-type]
+    assert {n: c.level for n, c in configs.items() if n.endswith("-1")} == {
+        "cloud-1": 0,
+        "fog-1": 1,
+        "edge-1": 2,
+    }
+    assert {n for n, c in configs.items() if c.uplink} == {"fog-1", "edge-5"}
+    view = Agent.own_view(
+        SimpleNamespace(config=configs["edge-5"], lock=contextlib.nullcontext(), running={})
+    )  # type: ignore[arg-type]
+    received = view_from_dict(json.loads(json.dumps(view_to_dict(view))))
+    assert (received.level, received.uplink) == (2, True)

@@ -187,3 +187,35 @@ def test_the_paper_layout_converges_after_a_killed_run_and_tears_down_to_nothing
     counts = existing(conn, tid).counts()
     assert counts == dict.fromkeys(counts, 0)
     assert not [p for p in conn.network.ports() if p.network_id in networks]
+
+
+def test_the_box_restarts_what_died(conn: Any) -> None:
+    """MariaDB once died under a long session: `openstack-box health` brings back the
+    database and any service whose process is gone, and the cloud answers again."""
+    if os.geteuid() != 0:
+        pytest.skip("restarting the box's services needs root")
+    run = Path(os.environ.get("OSBOX_DIR", "/tmp/osbox")) / "run"
+    for name in ("mysqld_safe", "mariadbd", "mysqld"):  # the guard first: it would restart it
+        subprocess.run(["pkill", "-9", "-x", name], check=False)
+    group = int((run / "nova-conductor.pid").read_text())
+    os.killpg(group, signal.SIGKILL)
+    time.sleep(1)
+    status = subprocess.run([TESTBED, "openstack-box", "status"], capture_output=True, text=True)
+    assert status.returncode != 0 and "DOWN" in status.stdout
+    health = subprocess.run(
+        [TESTBED, "openstack-box", "health"], capture_output=True, text=True, timeout=300
+    )
+    assert health.returncode == 0, health.stdout[-2000:] + health.stderr[-2000:]
+    assert "restarting mariadb" in health.stdout and "restarting nova-conductor" in health.stdout
+    status = subprocess.run([TESTBED, "openstack-box", "status"], capture_output=True, text=True)
+    assert status.returncode == 0, status.stdout
+    deadline = time.monotonic() + 120
+    while True:  # nova's services reconnect to the database on their own
+        try:
+            list(conn.compute.servers())
+            list(conn.network.networks())
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)

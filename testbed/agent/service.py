@@ -83,6 +83,8 @@ class AgentConfig:
     seed: int = 0
     time_scale: float = 1.0  # real seconds per emulated second: durations are reported /this
     prewarm: bool = False  # start the warm training worker at once, not at the first job
+    level: int = 0  # depth of the node's layer (0: the top layer), gossiped for LOS+
+    uplink: bool = False  # a gateway: it also sits on the layer above, gossiped for LOS+
 
     @classmethod
     def load(cls, path: Path) -> AgentConfig:
@@ -148,6 +150,8 @@ class Agent:
             memory_capacity_mb=self.config.memory_mb,
             memory_free_mb=max(0.0, self.config.memory_mb - self.config.prediction_mb - memory),
             reported_at=time.time(),
+            level=self.config.level,
+            uplink=self.config.uplink,
         )
 
     def neighbour_views(self) -> tuple[NodeView, ...]:

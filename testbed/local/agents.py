@@ -40,6 +40,11 @@ def agent_configs(
     common: dict[str, Any] | None = None,
 ) -> dict[str, AgentConfig]:
     peers = {node: plan.address_of(node) for node in plan.namespaces}
+    # the topology lists layers from the top down, as the layout does
+    levels = {
+        layer: i
+        for i, layer in enumerate(dict.fromkeys(topology.layer_of(n) for n in topology.nodes))
+    }
     configs = {}
     for node, spec in topology.nodes.items():
         neighbours = list(topology.neighbours(node))
@@ -58,6 +63,8 @@ def agent_configs(
             neighbours=neighbours,
             bandwidth_mbit={n: topology.link(node, n).bandwidth_mbit for n in neighbours},
             mesh=mesh,
+            level=levels[spec.layer],
+            uplink=spec.gateway,
             **(common or {}),
         )
         for key, value in (overrides or {}).get(node, {}).items():

@@ -416,7 +416,9 @@ phase_health() { # restart whatever died, in dependency order, then wait for the
     alive $n && listening $port && continue
     [ -f $RUN/$n.cmd ] || { echo "$n was never started here: run 'setup.sh configure'"; return 1; }
     echo "restarting $n"
-    alive $n && kill "$(cat $RUN/$n.pid)" 2>/dev/null; sleep 1
+    # started with setsid: its process group holds what it forked (uwsgi workers keep
+    # the port after their master died)
+    { [ -f $RUN/$n.pid ] && kill -9 -- -"$(cat $RUN/$n.pid)" 2>/dev/null; } || true; sleep 1
     eval "bg $n $(cat $RUN/$n.cmd)"
   done
   for sp in $SERVICES; do port=${sp##*:}; [ "$port" = 0 ] || waitport $port; done

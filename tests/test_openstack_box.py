@@ -189,6 +189,44 @@ def test_the_paper_layout_converges_after_a_killed_run_and_tears_down_to_nothing
     assert not [p for p in conn.network.ports() if p.network_id in networks]
 
 
+TINY_LAYOUT = """
+name: tiny
+flavors:
+  small: {vcpus: 1, memory_mb: 512, disk_gb: 1}
+  huge: {vcpus: 1, memory_mb: 99999999, disk_gb: 1}   # more than any compute host has
+layers:
+  - {name: cloud, flavor: small, count: 1, link: {latency_ms: 1, bandwidth_mbit: 1000}}
+  - name: edge
+    flavor: huge
+    count: 2
+    link: {latency_ms: 1, bandwidth_mbit: 100}
+    gateways: [1]
+    uplink: {latency_ms: 5, bandwidth_mbit: 100}
+"""
+
+
+def test_a_server_in_error_ends_up_with_its_name_and_fault_and_down_cleans_it(
+    conn: Any, state: Path, cleanup: list[str], tmp_path: Path
+) -> None:
+    tid = _id("e")
+    cleanup.append(tid)
+    layout = tmp_path / "tiny.yaml"
+    layout.write_text(TINY_LAYOUT)
+    result = _cli(*_up(tid), "--layout", str(layout), timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("deployment failed: 00-provision.yml failed"), line
+    assert "servers in ERROR" in line
+    assert f"{tid}-edge-1 (" in line and f"{tid}-edge-2 (" in line
+    assert "No valid host" in line  # nova's fault, as nova gave it
+    assert f"{tid}-cloud-1" not in line.split("servers in ERROR", 1)[1]  # it is ACTIVE
+    assert "Traceback" not in result.stderr
+    result = _cli("down", "--id", tid)
+    assert result.returncode == 0, result.stdout + result.stderr
+    counts = existing(conn, tid).counts()
+    assert counts == dict.fromkeys(counts, 0)
+
+
 def test_the_box_restarts_what_died(conn: Any) -> None:
     """MariaDB once died under a long session: `openstack-box health` brings back the
     database and any service whose process is gone, and the cloud answers again."""

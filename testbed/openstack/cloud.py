@@ -194,6 +194,19 @@ def preflight(conn: Any, plan: ProvisionPlan, cloud: str, spec_file: str) -> Exi
     return found
 
 
+def server_faults(conn: Any, testbed_id: str) -> list[tuple[str, str]]:
+    """(name, nova's fault message) of the testbed's servers in ERROR. Nova leaves the
+    fault out of server lists (where the scheduler failed), so each is asked for."""
+    faults = []
+    for server in existing(conn, testbed_id).servers.values():
+        if server.status != "ERROR":
+            continue
+        fault = conn.compute.get_server(server.id).fault or {}
+        message = str(fault.get("message") or "no fault recorded").strip()
+        faults.append((server.name, message))
+    return sorted(faults)
+
+
 def delete_failed_servers(conn: Any, found: Existing, timeout_s: float = 120) -> list[str]:
     """Servers of the testbed in ERROR are deleted so a rerun of `up` creates them anew."""
     failed = [s for s in found.servers.values() if s.status == "ERROR"]

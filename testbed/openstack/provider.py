@@ -22,7 +22,7 @@ import yaml
 from rich.console import Console
 
 from testbed.deploy.inventory import inventory_yaml
-from testbed.deploy.playbooks import StageResult, run_stage
+from testbed.deploy.playbooks import DeployError, StageResult, run_stage
 from testbed.network.topology import Topology, build_topology
 from testbed.openstack import cloud as cloudops
 from testbed.openstack.config import OpenStackSpec, state_root
@@ -170,15 +170,26 @@ def up(
         local, yaml.safe_dump({"all": {"hosts": {"localhost": {"ansible_connection": "local"}}}})
     )
     started = time.perf_counter()
-    stage = run_stage(
-        "00-provision.yml",
-        local,
-        extravars,
-        paths.ansible,
-        console=console,
-        timeout_s=spec.active_timeout_s + 600,
-        extra_env={PROVISION_ENV: spec.testbed_id},
-    )
+    try:
+        stage = run_stage(
+            "00-provision.yml",
+            local,
+            extravars,
+            paths.ansible,
+            console=console,
+            timeout_s=spec.active_timeout_s + 600,
+            extra_env={PROVISION_ENV: spec.testbed_id},
+        )
+    except DeployError:
+        faults = cloudops.server_faults(conn, spec.testbed_id)
+        if not faults:
+            raise
+        raise DeployError(
+            "00-provision.yml failed: servers in ERROR: "
+            + "; ".join(f"{name} ({message})" for name, message in faults)
+            + f"; `testbed down --testbed openstack --cloud {cloud} --id {spec.testbed_id}` "
+            "removes the testbed, a rerun of `up` recreates them"
+        ) from None
     seconds = time.perf_counter() - started
     with paths.stages.open("a") as log:
         log.write(json.dumps({**stage.as_dict(), "at": time.time()}) + "\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from testbed.errors import UserError
 
@@ -677,17 +678,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UserError as exc:
-        _console().print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        _console().print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
         return 2
     except RuntimeError as exc:
         from testbed.deploy.playbooks import DeployError
 
         if not isinstance(exc, DeployError):
             raise
-        _console().print(f"[bold red]deployment failed:[/] {exc}", soft_wrap=True)
+        _console().print("[bold red]deployment failed:[/]", escape(str(exc)), soft_wrap=True)
         return 1
     except KeyboardInterrupt:
-        _console().print("interrupted: rerun the same command to resume the unfinished run")
+        if getattr(args, "testbed", None) == "openstack" and args.func is cmd_up:
+            _console().print(
+                "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
+                "removes what was created, a rerun of `up` completes it"
+            )
+        else:
+            _console().print("interrupted: rerun the same command to resume the unfinished run")
         return 130
 
 

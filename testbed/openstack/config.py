@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -55,7 +56,7 @@ class Mesh(_Strict):
 
 
 class OpenStackSpec(_Strict):
-    testbed_id: Annotated[str, Field(pattern=ID_PATTERN)] = "los"
+    testbed_id: str = "los"
     image: str = "debian-12-genericcloud-amd64"
     ssh_user: str = "debian"
     flavors: dict[str, str] = Field(
@@ -74,6 +75,16 @@ class OpenStackSpec(_Strict):
     ssh_timeout_s: Annotated[int, Field(ge=5)] = 300
 
     _ssh_from = field_validator("ssh_from")(_network)
+
+    @field_validator("testbed_id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not re.match(ID_PATTERN, value):
+            raise ValueError(
+                f"'{value}' is not a testbed id: use 2-20 lower-case letters and digits, "
+                "starting with a letter, no dash (resources are found by '<id>-')"
+            )
+        return value
 
 
 def resolve_cloud(cloud: str | None) -> str:

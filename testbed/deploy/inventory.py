@@ -32,6 +32,7 @@ def host_vars(topology: Topology, node: str, address: str, interfaces: list[str]
         "vcpus": spec.vcpus,
         "memory_mb": spec.memory_mb,
         "mesh_interfaces": interfaces,
+        "neighbours": list(topology.neighbours(node)),
     }
 
 

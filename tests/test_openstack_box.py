@@ -94,6 +94,21 @@ def _kill_when(proc: subprocess.Popen[str], conn: Any, tid: str, servers: int) -
     raise AssertionError(f"up ended (rc {proc.returncode}) before {servers} servers existed")
 
 
+def _provisioning(tid: str) -> list[int]:
+    """Processes still working for a provisioning run of this testbed."""
+    from testbed.openstack.provider import PROVISION_ENV
+
+    marker = f"{PROVISION_ENV}={tid}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and marker in (proc / "environ").read_bytes().split(b"\0"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 def _start_up(tid: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [TESTBED, *_up(tid), "--testbed", "openstack", "--cloud", BOX_CLOUD],
@@ -144,9 +159,11 @@ def test_the_paper_layout_converges_after_a_killed_run_and_tears_down_to_nothing
     partial = existing(conn, tid)
     assert 3 <= len(partial.servers) <= 15
 
+    # the killed runner's ansible-playbook (its own session) and async jobs may run on
     result = _cli(*_up(tid))
     assert result.returncode == 0, result.stdout + result.stderr[-2000:]
     assert "15 servers ACTIVE" in result.stdout
+    assert not _provisioning(tid)  # the rerun stopped the old run's processes first
 
     layout = load_layout(EXPERIMENTS / "layouts" / "paper.yaml")
     topology = build_topology(layout)

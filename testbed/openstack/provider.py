@@ -161,6 +161,9 @@ def up(
     if dry_run:
         return UpResult(plan, 0.0, None, None, [])
     paths = Paths.of(spec.testbed_id)
+    # a killed earlier `up` leaves ansible-playbook (its own session) and its async jobs
+    # running: this run takes over, so two never create the same servers at once
+    stop_provisioning(spec.testbed_id)
     public_key = ensure_key(paths, f"los-testbed@{spec.testbed_id}")
     recreated = cloudops.delete_failed_servers(conn, found)
     extravars = provision_extravars(plan, spec, cloud, public_key)

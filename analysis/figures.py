@@ -196,32 +196,53 @@ def fig6b(run: RunData, out: Path) -> list[Path]:
     return save(fig, out, "fig6b_mean_hops")
 
 
+def _two_panels(
+    data: pd.DataFrame,
+    x: str,
+    xlabel: str,
+    panels: tuple[tuple[str, str], tuple[str, str]],
+    figsize: tuple[float, float],
+    **line: Any,
+) -> tuple[Any, Any]:
+    """Two side-by-side line plots of one table, one line per scheduler, legend on the
+    right panel."""
+    names = list(dict.fromkeys(data["scheduler"]))
+    fig, axes = plt.subplots(1, 2, figsize=figsize)
+    for ax, (column, label) in zip(axes, panels, strict=True):
+        sns.lineplot(
+            data=data,
+            x=x,
+            y=column,
+            hue="scheduler",
+            palette=_palette(names),
+            marker="o",
+            ax=ax,
+            legend=ax is axes[1],
+            **line,
+        )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(label)
+    return fig, axes
+
+
 def fig8(run: RunData, out: Path) -> list[Path]:
     """Network cost: bytes over the links per executed training, and bytes that crossed
     layers (gateway uplinks) per cell, per scheduler, mean ± sd over repetitions."""
     cells = figure_data.network_cells(run.triggers)
     if cells.empty:
         return []
-    names = list(dict.fromkeys(cells["scheduler"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, column, label in (
-        (axes[0], "kb_per_training", "kB over the links per executed training"),
-        (axes[1], "cross_layer_mb", "MB across layers (uplinks) per cell"),
-    ):
-        sns.lineplot(
-            data=cells,
-            x="stream_count",
-            y=column,
-            hue="scheduler",
-            palette=_palette(names),
-            marker="o",
-            errorbar="sd",
-            err_style="bars",
-            ax=ax,
-            legend=ax is axes[1],
-        )
-        ax.set_xlabel("streams")
-        ax.set_ylabel(label)
+    fig, axes = _two_panels(
+        cells,
+        "stream_count",
+        "streams",
+        (
+            ("kb_per_training", "kB over the links per executed training"),
+            ("cross_layer_mb", "MB across layers (uplinks) per cell"),
+        ),
+        figsize=(11, 3.8),
+        errorbar="sd",
+        err_style="bars",
+    )
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"Fig. 8: network cost of training placements\n{_subtitle(run)}", fontsize=9)
     fig.tight_layout()
@@ -282,26 +303,18 @@ def draw_all(run: RunData, out: Path | None = None) -> list[Path]:
 def fig_scale(table: pd.DataFrame, out: Path, title: str) -> list[Path]:
     """Drop rate and mean hop depth against the number of nodes (generated layouts)."""
     _style()
-    names = list(dict.fromkeys(table["scheduler"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, column, label in (
-        (axes[0], "drop_pct", "dropped training jobs (%)"),
-        (axes[1], "mean_hops", "mean hops of executed jobs"),
-    ):
-        data = table.assign(drop_pct=table["drop_rate"] * 100)
-        sns.lineplot(
-            data=data,
-            x="nodes",
-            y=column,
-            hue="scheduler",
-            palette=_palette(names),
-            marker="o",
-            ax=ax,
-            legend=ax is axes[1],
-        )
+    fig, axes = _two_panels(
+        table.assign(drop_pct=table["drop_rate"] * 100),
+        "nodes",
+        "nodes (generated mesh)",
+        (
+            ("drop_pct", "dropped training jobs (%)"),
+            ("mean_hops", "mean hops of executed jobs"),
+        ),
+        figsize=(10, 3.6),
+    )
+    for ax in axes:
         ax.set_xscale("log")
-        ax.set_xlabel("nodes (generated mesh)")
-        ax.set_ylabel(label)
     fig.suptitle(f"Drop rate and hop depth against size\n{title}", fontsize=9)
     fig.tight_layout()
     return save(fig, out, "scale_drop_hops")

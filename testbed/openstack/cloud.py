@@ -72,9 +72,10 @@ def _named(items: Any, prefix: str) -> dict[str, Any]:
 def existing(conn: Any, testbed_id: str) -> Existing:
     """Everything named `<id>-...` in the project (the testbed's own resources)."""
     prefix = f"{testbed_id}-"
+    ports = list(conn.network.ports())
     found = Existing(
         servers=_named(conn.compute.servers(details=True), prefix),
-        ports=_named(conn.network.ports(), prefix),
+        ports=_named(ports, prefix),
         subnets=_named(conn.network.subnets(), prefix),
         networks=_named(conn.network.networks(), prefix),
         security_groups=_named(conn.network.security_groups(), prefix),
@@ -83,7 +84,7 @@ def existing(conn: Any, testbed_id: str) -> Existing:
     )
     # ports nova or a crash left on our networks without our name are ours as well
     ours = {n.id for n in found.networks.values()}
-    for port in conn.network.ports():
+    for port in ports:
         if port.network_id in ours and port.name not in found.ports:
             found.ports[port.name or port.id] = port
     return found

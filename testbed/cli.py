@@ -604,7 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     join = sub.add_parser("cgroup-join", help="put running processes under a CPU limit")
     join.add_argument("group", help="cgroup path below the CPU hierarchy's root")
     join.add_argument("--limit-m", type=float, help="CPU limit in millicores (none: no limit)")
-    join.add_argument("--pid", type=int, action="append", required=True)
+    join.add_argument(
+        "--pid", type=int, action="append", default=[], help="none: only create and limit"
+    )
     join.set_defaults(func=cmd_cgroup_join)
 
     up_ = sub.add_parser("up", help="bring a testbed up (local: network namespaces)")

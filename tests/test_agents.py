@@ -295,12 +295,15 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
 
 
+@pytest.mark.parametrize("deploy", ["direct", "ansible"])
 def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
-    tmp_path: Path, citypulse: Path
+    tmp_path: Path, citypulse: Path, deploy: str
 ) -> None:
     """Agents crash (SIGKILL) mid-run on the local testbed: the run finishes, the others
     keep scheduling, the jobs lost with them are `agent-down`, and an agent started
-    again executes jobs again."""
+    again executes jobs again. `direct`: the harness kills and restarts the agents
+    itself; `ansible`: the cell runs as on cloud servers, the kills and restarts go over
+    SSH and the triggers come from real prediction jobs."""
     import pandas as pd
     import yaml
 
@@ -329,7 +332,7 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
             "time_scale": 0.02,
             "duration_s": 1500,
             "sweep": {"stream_counts": [4], "repetitions": 1},
-            "deploy": "direct",  # the harness kills and restarts agents either way
+            "deploy": deploy,
         },
     )
     path = tmp_path / "spec.yaml"
@@ -379,6 +382,17 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
         assert row.path.endswith((">fog-1", ">fog-2")) and stopped <= row.time_s < stopped + 400
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
     assert _processes_with(f"run-{os.getpid()}/agents/") == []  # restarted ones too
+    assert _processes_in(f"/run-{os.getpid()}/") == []
+
+
+def _processes_in(text: str) -> list[int]:
+    """Processes whose working directory has `text` in its path (deployed services)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and text in os.readlink(entry / "cwd"):
+                found.append(int(entry.name))
+    return found
 
 
 def _processes_with(text: str) -> list[int]:

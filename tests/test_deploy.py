@@ -219,7 +219,7 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
             timeout=300,
         )
         assert result.returncode == 0, result.stdout[-3000:]
-        found = (deployment.node_dir("edge-5") / "mesh" / "interfaces.txt").read_text().split()
+        found = (deployment.local_dir("edge-5") / "mesh" / "interfaces.txt").read_text().split()
         assert found == ["eth-fog", "eth-edge"]
         # fabric fetches what the playbook wrote, for every node it ran on
         fetched = deployment.collect(tmp_path / "collected", ("versions.txt",))
@@ -234,7 +234,7 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
         # 09-stop kills a service started as the playbooks start them (nohup setsid ... &,
         # its pid in a pid file), whole process group, in the node's /bin/sh
         deployment.access.known_hosts.write_text(known)  # type: ignore[union-attr]
-        streams = deployment.stream_dir("edge-1")
+        streams = deployment.local_dir("edge-1") / "streams"
         streams.mkdir(parents=True)
         subprocess.run(
             [

@@ -418,6 +418,12 @@ class Agent:
                 self.running.pop(trigger, None)
         self._send_report(job.source, report)
 
+    def prewarm(self) -> None:
+        """Start the warm worker now and say so in the events (the harness reads the
+        events over SSH to know that every agent can train)."""
+        self.warm_worker()
+        self.event("worker-ready")
+
     def warm_worker(self) -> Any:
         from testbed.jobs.runner import WarmWorker
 
@@ -599,7 +605,7 @@ def serve(config: AgentConfig) -> None:
     )
     threading.Thread(target=agent.background, daemon=True).start()
     if config.prewarm:
-        threading.Thread(target=agent.warm_worker, daemon=True).start()
+        threading.Thread(target=agent.prewarm, daemon=True).start()
     agent.event("started", address=config.address, port=config.port)
     print(json.dumps({"ready": True, "node": config.node}), flush=True)
     with repository:

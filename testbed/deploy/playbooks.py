@@ -9,6 +9,7 @@ hand: `ansible-playbook -i <run>/deployment/inventory.yml playbooks/04-agents.ym
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -160,7 +161,16 @@ def run_stage(
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else -1)
     if result.failures or result.status != "successful":
-        where = "; ".join(result.failures[:3]) or f"ansible-playbook ended {result.status}"
+        where = "; ".join(result.failures[:3]) or _error_line(runner, result.status)
         more = f" (+{len(result.failures) - 3} more)" if len(result.failures) > 3 else ""
         raise DeployError(f"{playbook} failed: {where}{more}; full log under {work_dir}/artifacts")
     return result
+
+
+def _error_line(runner: Any, status: str) -> str:
+    """ansible-playbook's own first error (a playbook that does not load), if it said one."""
+    with contextlib.suppress(Exception):
+        for line in runner.stdout.read().splitlines():
+            if line.startswith("[ERROR]") or line.startswith("ERROR!"):
+                return f"ansible-playbook ended {status}: {line.strip()[:300]}"
+    return f"ansible-playbook ended {status}"

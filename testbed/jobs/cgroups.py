@@ -73,6 +73,20 @@ def detect(root: Path = ROOT) -> Hierarchy:
     )
 
 
+def enable_cpu_below(root: Path, relative: str) -> None:
+    """cgroup v2: create the ancestors of `relative` and enable the cpu controller in the
+    root's and each ancestor's `cgroup.subtree_control`, so the group gets `cpu.max`
+    (systemd machines hand it down to few groups; a VM's root does not by default)."""
+    current = root
+    for part in [p for p in relative.split("/") if p]:
+        control = current / "cgroup.subtree_control"
+        enabled = control.read_text().split() if control.exists() else []
+        if "cpu" not in enabled:
+            control.write_text("+cpu")
+        current = current / part
+        current.mkdir(exist_ok=True)
+
+
 class CpuGroup:
     """One cgroup (in both v1 hierarchies where they are separate) with a CPU limit."""
 
@@ -87,6 +101,8 @@ class CpuGroup:
         return list(dict.fromkeys([self.cpu_dir, self.acct_dir]))
 
     def create(self) -> CpuGroup:
+        if self.hierarchy.flavor == "v2":  # every ancestor must hand `cpu` down
+            enable_cpu_below(self.hierarchy.cpu_root, self.relative)
         for d in self.dirs:
             d.mkdir(parents=True, exist_ok=True)
         return self

@@ -1,0 +1,259 @@
+"""A deployment: the testbed's nodes as SSH hosts, driven only by playbooks and SSH.
+
+Everything the harness does on the nodes while experiments run goes through here:
+the numbered playbooks (ansible-runner, against the inventory), commands over SSH
+(fabric), files read as they grow (SFTP, `RemoteLogs`) and fetched at the end of a
+cell. Nothing assumes the nodes share the controller's filesystem or processes, so the
+same code runs a cell on the local testbed's namespaces and on cloud servers; a
+subclass says only how to reach a node (`connection`) and where things live on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from fabric import Connection
+from rich.console import Console
+
+from testbed.agent.service import AgentConfig
+from testbed.deploy import node_commands as cmd
+from testbed.deploy.playbooks import StageResult, run_stage
+from testbed.deploy.remote_logs import RemoteLogs
+from testbed.results.atomic import atomic_write_text
+
+AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out")
+STREAM_DIR = "streams/"  # a directory: everything in it is fetched
+
+
+class NodeCommandError(RuntimeError):
+    """A command on a node failed (its message names the node and the command's error)."""
+
+
+class Deployment:
+    """Playbook stages, SSH commands and file access for the nodes of one testbed."""
+
+    def __init__(
+        self,
+        nodes: list[str],
+        deploy_dir: Path,
+        work_root: str,
+        config_dir: Path,
+        python: str,
+        cgroup_root: str,
+        become: bool = False,
+        console: Console | None = None,
+    ) -> None:
+        self.nodes = list(nodes)
+        self.deploy_dir = deploy_dir.resolve()
+        self.work_root = PurePosixPath(work_root)
+        self.config_dir = config_dir  # on the controller; secrets stay out of results
+        self.python = python  # the nodes' Python with the testbed installed
+        self.cgroup_root = cgroup_root  # the testbed's cgroup on every node
+        self.become = become  # commands need sudo (the SSH user is not root)
+        self.console = console or Console(stderr=True)
+        self.stages: list[StageResult] = []
+        self._cached: dict[str, Connection] = {}
+        self._cache_lock = threading.Lock()
+        self.logs = RemoteLogs(self._sftp)
+
+    # --- how to reach a node (subclasses) -------------------------------------------
+    def connection(self, node: str) -> Connection:
+        raise NotImplementedError
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.deploy_dir / "inventory.yml"
+
+    @property
+    def control_dir(self) -> Path | None:
+        """Where ansible keeps its SSH control sockets (short paths), if not its default."""
+        return None
+
+    # --- where things are on a node --------------------------------------------------
+    def node_dir(self, node: str) -> PurePosixPath:
+        return self.work_root / node
+
+    def agent_dir(self, node: str) -> PurePosixPath:
+        return self.node_dir(node) / "agent"
+
+    def stream_dir(self, node: str) -> PurePosixPath:
+        return self.node_dir(node) / "streams"
+
+    # --- playbooks --------------------------------------------------------------------
+    def stage(self, playbook: str, **extravars: Any) -> StageResult:
+        """Run one numbered playbook against every node; log its timing beside the inventory."""
+        atomic_write_text(
+            self.deploy_dir / f"extravars-{playbook.removesuffix('.yml')}.yml",
+            yaml.safe_dump(extravars, sort_keys=True),
+        )
+        result = run_stage(
+            playbook,
+            self.inventory_path,
+            extravars,
+            self.deploy_dir / "ansible",
+            console=self.console,
+            control_dir=self.control_dir,
+        )
+        self.stages.append(result)
+        with (self.deploy_dir / "stages.jsonl").open("a") as log:
+            log.write(json.dumps({"at": time.time(), **result.as_dict()}) + "\n")
+        return result
+
+    def start_agents(
+        self,
+        configs: Mapping[str, AgentConfig],
+        link_local: Mapping[str, str],
+        mesh_macs: Mapping[str, str] | None = None,
+    ) -> StageResult:
+        """Write each node's agent config on the controller, deploy and start the agents
+        (04-agents copies them to the nodes); forget the last cell's logs."""
+        self.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for node, config in configs.items():
+            atomic_write_text(self.config_dir / f"{node}.json", json.dumps(asdict(config)))
+        atomic_write_text(self.config_dir / "link-local.json", json.dumps(dict(link_local)))
+        if mesh_macs is not None:  # batman-adv names neighbours by their interfaces' MACs
+            atomic_write_text(self.config_dir / "mesh-macs.json", json.dumps(dict(mesh_macs)))
+        self.logs.forget()
+        return self.stage(
+            "04-agents.yml",
+            agent_config_dir=str(self.config_dir),
+            agent_port=next(iter(configs.values())).port,
+            agent_mesh_macs=mesh_macs is not None,
+        )
+
+    def start_streams(
+        self, streams_by_node: Mapping[str, list[dict[str, Any]]], agent_port: int, secret: str
+    ) -> StageResult:
+        """Prediction jobs and replayers of every stream on its source node (05-streams);
+        the replayers wait for `release_streams`."""
+        self.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        secret_file = self.config_dir / "secret"
+        atomic_write_text(secret_file, secret)
+        secret_file.chmod(0o600)
+        return self.stage(
+            "05-streams.yml",
+            streams_by_node=dict(streams_by_node),
+            agent_port=agent_port,
+            secret_file=str(secret_file),
+            cgroup_root=self.cgroup_root,
+        )
+
+    def stop_services(self) -> StageResult:
+        return self.stage("09-stop.yml")
+
+    # --- commands over SSH -------------------------------------------------------------
+    def run(self, node: str, command: str, timeout_s: float = 120) -> str:
+        """Run a shell command on the node as root; its stdout. Raises NodeCommandError
+        (the node answered with a failure) or OSError/paramiko errors (unreachable)."""
+        with self.connection(node) as connection:
+            result = connection.run(
+                cmd.as_root(command, self.become),
+                hide=True,
+                warn=True,
+                in_stream=False,  # never forward our stdin (pytest's, a terminal) to the node
+                timeout=timeout_s,
+            )
+        if result.exited != 0:
+            message = (result.stderr or result.stdout).strip().splitlines()
+            raise NodeCommandError(
+                f"{node}: `{command[:80]}` exited {result.exited}: "
+                + (message[-1] if message else "no output")
+            )
+        return str(result.stdout)
+
+    def run_all(self, commands: Mapping[str, str], timeout_s: float = 120) -> dict[str, str]:
+        """One command per node, in parallel; every node's stdout (the first error raises)."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            futures = {n: pool.submit(self.run, n, c, timeout_s) for n, c in commands.items()}
+            return {node: future.result() for node, future in futures.items()}
+
+    def release_streams(self, nodes: list[str], at: float) -> None:
+        """Write each stream node's start file: its replayers start at `at` (Unix time)."""
+        self.run_all(
+            {
+                node: cmd.write_file(str(self.stream_dir(node) / "start"), f"{at:.3f}")
+                for node in nodes
+            }
+        )
+
+    def stop_replayer(self, node: str, stream: str) -> None:
+        """Stop one stream's replayer (its stream has had its trainings). Raises OSError
+        or paramiko's errors where the node cannot be reached (it left)."""
+        self.run(node, cmd.stop_group(str(self.stream_dir(node) / f"{stream}.replay.pid")))
+
+    # --- files ---------------------------------------------------------------------------
+    def _sftp(self, node: str) -> Any:
+        """A kept SFTP session to the node (for following logs), opened on first use."""
+        with self._cache_lock:
+            connection = self._cached.get(node)
+            if connection is None:
+                connection = self._cached[node] = self.connection(node)
+        try:
+            return connection.sftp()
+        except Exception:
+            with self._cache_lock:  # broken (the node left, the server restarted): reopen
+                self._cached.pop(node, None)
+            with contextlib.suppress(Exception):
+                connection.close()
+            raise OSError(f"no SFTP session to {node}") from None
+
+    def close_connections(self) -> None:
+        with self._cache_lock:
+            cached, self._cached = self._cached, {}
+        for connection in cached.values():
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    def lines(self, node: str, relative: str, fresh: bool = False) -> list[str]:
+        """Complete lines so far of a file below the node's work dir."""
+        return self.logs.lines(node, str(self.node_dir(node) / relative), fresh=fresh)
+
+    def collect(
+        self, into: Path, files: tuple[str, ...] = (*AGENT_FILES, STREAM_DIR)
+    ) -> dict[str, int]:
+        """Fetch each node's files (relative to its work dir) into `into/NODE/` with fabric
+        over SFTP; returns the bytes fetched per node. Missing files are skipped."""
+
+        def fetch(node: str) -> tuple[str, int]:
+            target = into / node
+            target.mkdir(parents=True, exist_ok=True)
+            fetched = 0
+            with self.connection(node) as connection:
+                sftp = connection.sftp()
+                names = []
+                for name in files:
+                    if not name.endswith("/"):
+                        names.append(name)
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        listing = sftp.listdir(str(self.node_dir(node) / name))
+                        names += [name + entry for entry in sorted(listing)]
+                for name in names:
+                    remote = str(self.node_dir(node) / name)
+                    try:
+                        sftp.stat(remote)
+                    except (FileNotFoundError, PermissionError):
+                        continue
+                    local = target / name
+                    local.parent.mkdir(parents=True, exist_ok=True)
+                    partial = local.with_name(local.name + ".part")
+                    try:
+                        connection.get(remote, str(partial))
+                    except PermissionError:  # root-only files (secrets) stay on the node
+                        partial.unlink(missing_ok=True)
+                        continue
+                    partial.replace(local)
+                    fetched += local.stat().st_size
+            return node, fetched
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            return dict(pool.map(fetch, self.nodes))

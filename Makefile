@@ -18,6 +18,9 @@ TESTBED ?= auto
 CLOUD ?=
 IMAGE ?=
 OPENSTACK_FLAGS = $(if $(CLOUD),--cloud $(CLOUD),) $(if $(IMAGE),--image $(IMAGE),)
+# KEEP=1: leave the servers up after `make experiment TESTBED=openstack`
+KEEP ?=
+RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 
 .PHONY: install system-packages experiment test lint bench calibrate lock clean openstack-box \
 	bench-openstack
@@ -57,7 +60,7 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 # ones (netfilterqueue builds against libnetfilter-queue-dev).
 experiment: $(if $(filter twin openstack,$(TESTBED)),,system-packages) $(STAMP)
 	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED) \
-		$(if $(filter openstack,$(TESTBED)),$(OPENSTACK_FLAGS),)
+		$(if $(filter openstack,$(TESTBED)),$(RUN_FLAGS),)
 
 # A real OpenStack control plane on this machine (root, Debian 12; ~7 min, ~3 GB): the
 # cloud `osbox` in ~/.config/openstack/clouds.yaml, for trying the OpenStack testbed

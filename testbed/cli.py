@@ -55,12 +55,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = _console()
     experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration, args.scheduler)
     summary = run_experiment(
-        experiment, args.testbed, Path(args.results), fresh=args.fresh, console=console
+        experiment,
+        args.testbed,
+        Path(args.results),
+        fresh=args.fresh,
+        console=console,
+        testbed_options=_testbed_options(args, args.keep),
     )
     if not args.no_report:
         _report(summary.path, console)
     print(summary.line(experiment.spec.name, args.testbed))
     return 0
+
+
+def _testbed_options(args: argparse.Namespace, keep: bool) -> dict[str, Any] | None:
+    """The openstack testbed's cloud, spec and whether its servers stay after the run."""
+    if args.testbed != "openstack":
+        return None
+    spec, spec_file, cloud = _openstack_spec(args)
+    return {"spec": spec, "spec_file": spec_file, "cloud": cloud, "keep": keep}
 
 
 def _report(run_dir: Path, console: Console) -> list[Path]:
@@ -123,18 +136,33 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     elif args.testbed == "twin":
         console.print("testbed: twin (discrete-event model of the testbed)")
     lines, reports = [], []
-    for name in MAIN_SPECS:
+    for k, name in enumerate(MAIN_SPECS):
         experiment = _load(Path(args.experiments) / name, args.profile, None)
-        summary = run_experiment(experiment, args.testbed, Path(args.results), console=console)
+        # an OpenStack testbed is provisioned once: kept between the experiments, removed
+        # after the last (or after a failure) unless --keep
+        last = k == len(MAIN_SPECS) - 1
+        options = _testbed_options(args, args.keep or not last)
+        try:
+            summary = run_experiment(
+                experiment,
+                args.testbed,
+                Path(args.results),
+                console=console,
+                testbed_options=options,
+            )
+        except BaseException:
+            if options is not None and not last and not args.keep:
+                _teardown_after_failure(options, console)
+            raise
         _report(summary.path, console)
         lines.append(summary.line(experiment.spec.name, args.testbed))
         reports.append(summary.path)
-        if args.testbed == "local":  # the twin on the same spec, seed and sweep, to compare
+        if args.testbed in ("local", "openstack"):  # the twin on the same spec, to compare
             from analysis.compare import compare_runs
-            from testbed.testbeds.local import local_view
+            from testbed.experiment.runner import testbed_view
 
             twin = run_experiment(
-                local_view(experiment), "twin", Path(args.results), console=console
+                testbed_view(experiment, args.testbed), "twin", Path(args.results), console=console
             )
             _report(twin.path, console)
             lines.append(twin.line(experiment.spec.name, "twin"))
@@ -147,6 +175,25 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         for figure in sorted((path / "figures").glob("*.png")):
             print(f"  {figure}")
     return 0
+
+
+def _teardown_after_failure(options: dict[str, Any], console: Console) -> None:
+    from testbed.openstack.provider import down
+
+    spec, cloud = options["spec"], options["cloud"]
+    try:
+        removed, remaining = down(spec.testbed_id, cloud)
+    except Exception as error:  # the failure itself is what the user must see first
+        console.print(
+            f"teardown of {spec.testbed_id} failed ({error}); run `testbed down --testbed "
+            f"openstack --cloud {cloud} --id {spec.testbed_id}`"
+        )
+        return
+    left = {kind: n for kind, n in remaining.items() if n}
+    console.print(
+        f"teardown of {spec.testbed_id} on {cloud}: {sum(removed.values())} resources removed, "
+        + (f"LEFT: {left}" if left else "nothing left")
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -401,6 +448,16 @@ def _openstack_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _cloud_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of runs on --testbed openstack (the servers are provisioned for the run)."""
+    _openstack_flags(parser)
+    parser.add_argument("--id", help="openstack: testbed id (default: the spec's)")
+    parser.add_argument("--image", help="openstack: the image (overrides the spec's image)")
+    parser.add_argument(
+        "--keep", action="store_true", help="openstack: leave the servers up after the run"
+    )
+
+
 def cmd_openstack_box(args: argparse.Namespace) -> int:
     import os
 
@@ -495,7 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one experiment spec on a testbed")
     run.add_argument("spec", help="experiment spec, e.g. experiments/los-scheduling.yaml")
-    run.add_argument("--testbed", default="twin", help="twin (default); local, openstack later")
+    run.add_argument("--testbed", default="twin", help="twin (default), local or openstack")
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
     run.add_argument("--seed", type=int, help="override the spec's seed")
     run.add_argument("--calibration", help="use this calibration file instead of the spec's")
@@ -505,6 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", default="results", help="where run directories go")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
     run.add_argument("--no-report", action="store_true", help="skip figures and report")
+    _cloud_run_flags(run)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="figures and report.md for a run directory")
@@ -525,8 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument(
         "--testbed",
         default="auto",
-        help="auto (default): local where this machine can host it, else twin; twin; local",
+        help="auto (default): local where this machine can host it, else twin; twin; "
+        "local; openstack",
     )
+    _cloud_run_flags(experiment)
     experiment.add_argument("--profile", default="quick")
     experiment.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     experiment.add_argument("--results", default="results")

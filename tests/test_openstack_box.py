@@ -244,6 +244,77 @@ def test_a_server_in_error_ends_up_with_its_name_and_fault_and_down_cleans_it(
     assert counts == dict.fromkeys(counts, 0)
 
 
+RUN_LAYOUT = """
+name: three
+flavors:
+  small: {vcpus: 1, memory_mb: 512, disk_gb: 1}
+layers:
+  - {name: cloud, flavor: small, count: 1, link: {latency_ms: 1, bandwidth_mbit: 1000}}
+  - name: edge
+    flavor: small
+    count: 2
+    link: {latency_ms: 1, bandwidth_mbit: 100}
+    gateways: [1]
+    uplink: {latency_ms: 5, bandwidth_mbit: 100}
+"""
+
+
+def test_an_experiment_on_servers_that_never_answer_fails_clearly_and_leaves_nothing(
+    conn: Any, state: Path, cleanup: list[str], tmp_path: Path
+) -> None:
+    """`testbed run --testbed openstack` provisions the layout, then deploys: on the box
+    no guest boots, so 01-base's wait for SSH ends the run naming every server, and the
+    servers are deleted on the way out (no --keep)."""
+    tid = _id("x")
+    cleanup.append(tid)
+    (tmp_path / "three.yaml").write_text(RUN_LAYOUT)
+    spec = yaml.safe_load((EXPERIMENTS / "los-scheduling.yaml").read_text())
+    spec.update(
+        layout=str(tmp_path / "three.yaml"),
+        calibration=str(EXPERIMENTS / "calibration" / "calibrated.yaml"),
+        schedulers=["los"],
+        sweep={"stream_counts": [2], "repetitions": 1},
+        streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
+    )
+    spec.pop("profiles", None)
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    cloud_spec = {"testbed_id": tid, "image": BOX_IMAGE, "ssh_timeout_s": 10}
+    (tmp_path / "openstack.yaml").write_text(yaml.safe_dump(cloud_spec))
+    started = time.monotonic()
+    result = _cli(
+        "run",
+        str(tmp_path / "spec.yaml"),
+        "--openstack-spec",
+        str(tmp_path / "openstack.yaml"),
+        "--results",
+        str(tmp_path / "results"),
+        timeout=900,
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 1, result.stdout + result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert lines[-1].startswith("deployment failed: 01-base.yml failed:"), lines[-1]
+    assert "wait until the server answers on SSH" in lines[-1]
+    for node in ("cloud-1", "edge-1"):  # named per server (3 failures: 2 named, "+1 more")
+        assert f"{node}: install | wait" in lines[-1] or "+1 more" in lines[-1]
+    teardown = next(line for line in lines if line.startswith(f"teardown of {tid}"))
+    assert teardown.endswith("nothing left"), teardown
+    counts = existing(conn, tid).counts()
+    assert counts == dict.fromkeys(counts, 0)
+    # the run directory says where it ran, and that it did not complete
+    (run_dir,) = (tmp_path / "results").iterdir()
+    manifest = yaml.safe_load((run_dir / "manifest.json").read_text())
+    assert manifest["testbed"] == "openstack" and manifest["status"] != "complete"
+    assert "osbox" in manifest["capabilities"]["kind"]
+    inventory = yaml.safe_load((run_dir / "deployment" / "inventory.yml").read_text())
+    hosts = hosts_of(inventory)
+    assert set(hosts) == {"cloud-1", "edge-1", "edge-2"}
+    assert all(h["agent_address"] == h["mesh_address"] for h in hosts.values())
+    assert inventory["all"]["vars"]["testbed_wheel"].endswith(".whl")
+    print(f"provision + SSH wait (10 s) + teardown of 3 servers: {seconds:.1f} s")
+
+
 def test_the_box_restarts_what_died(conn: Any) -> None:
     """MariaDB once died under a long session: `openstack-box health` brings back the
     database and any service whose process is gone, and the cloud answers again."""

@@ -26,7 +26,7 @@ from rich.console import Console
 
 from testbed.agent.service import AgentConfig
 from testbed.deploy import node_commands as cmd
-from testbed.deploy.playbooks import StageResult, run_stage
+from testbed.deploy.playbooks import DeployError, StageResult, run_stage
 from testbed.deploy.remote_logs import RemoteLogs
 from testbed.results.atomic import atomic_write_text
 
@@ -34,7 +34,7 @@ AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out")
 STREAM_DIR = "streams/"  # a directory: everything in it is fetched
 
 
-class NodeCommandError(RuntimeError):
+class NodeCommandError(DeployError):
     """A command on a node failed (its message names the node and the command's error)."""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,16 @@ def refuse_twin_only(experiment: ResolvedExperiment, testbed: str) -> None:
         )
 
 
+def testbed_view(experiment: ResolvedExperiment, testbed: str) -> ResolvedExperiment:
+    """The experiment as `testbed` runs it: a deployed testbed's own sweep and duration
+    (the spec's `local:` or `openstack:` section), if it gives them."""
+    if testbed in ("local", "openstack"):
+        from testbed.testbeds.deployed import settings_view
+
+        return settings_view(experiment, getattr(experiment.spec, testbed))
+    return experiment
+
+
 def run_experiment(
     experiment: ResolvedExperiment,
     testbed: str,
@@ -98,15 +109,13 @@ def run_experiment(
     fresh: bool = False,
     console: Console | None = None,
     clock: Clock = utc_now,
+    testbed_options: Mapping[str, Any] | None = None,
 ) -> RunSummary:
     console = console or Console(stderr=True)
     started = time.perf_counter()
     refuse_twin_only(experiment, testbed)
-    if testbed == "local":
-        from testbed.testbeds.local import local_view
-
-        experiment = local_view(experiment)
-    bed = make_testbed(testbed, experiment)
+    experiment = testbed_view(experiment, testbed)
+    bed = make_testbed(testbed, experiment, testbed_options)
     try:
         return _run(experiment, bed, results_root, fresh, console, clock, started)
     finally:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
+from testbed.agent.configs import layout_agent_configs
 from testbed.agent.service import AgentConfig
 from testbed.local.mesh import link_local_addresses
 from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
@@ -39,38 +40,18 @@ def agent_configs(
     overrides: dict[str, dict[str, Any]] | None = None,
     common: dict[str, Any] | None = None,
 ) -> dict[str, AgentConfig]:
-    peers = {node: plan.address_of(node) for node in plan.namespaces}
-    # the topology lists layers from the top down, as the layout does
-    levels = {
-        layer: i
-        for i, layer in enumerate(dict.fromkeys(topology.layer_of(n) for n in topology.nodes))
-    }
-    configs = {}
-    for node, spec in topology.nodes.items():
-        neighbours = list(topology.neighbours(node))
-        config = AgentConfig(
-            node=node,
-            layer=spec.layer,
-            address=plan.address_of(node),
-            port=AGENT_PORT,
-            secret=secret,
-            peers=peers,
-            capacity_m=spec.cpu_capacity_m,
-            memory_mb=float(spec.memory_mb),
-            cpu_scale=state.cpu_scale,
-            cgroup=f"{CGROUP_ROOT}/{state.testbed_id}/{node}",
-            work_dir=str(STATE_DIR / state.testbed_id / "agents" / node),
-            neighbours=neighbours,
-            bandwidth_mbit={n: topology.link(node, n).bandwidth_mbit for n in neighbours},
-            mesh=mesh,
-            level=levels[spec.layer],
-            uplink=spec.gateway,
-            **(common or {}),
-        )
-        for key, value in (overrides or {}).get(node, {}).items():
-            setattr(config, key, value)
-        configs[node] = config
-    return configs
+    return layout_agent_configs(
+        topology,
+        {node: plan.address_of(node) for node in plan.namespaces},
+        secret,
+        mesh,
+        AGENT_PORT,
+        state.cpu_scale,
+        cgroup_of=lambda node: f"{CGROUP_ROOT}/{state.testbed_id}/{node}",
+        work_dir_of=lambda node: str(STATE_DIR / state.testbed_id / "agents" / node),
+        overrides=overrides,
+        common=common,
+    )
 
 
 def start_agents(

@@ -73,6 +73,10 @@ class OpenStackSpec(_Strict):
     babel_port: int = 6696
     active_timeout_s: Annotated[int, Field(ge=10)] = 600
     ssh_timeout_s: Annotated[int, Field(ge=5)] = 300
+    pip_extra: str = Field(
+        default="--extra-index-url https://download.pytorch.org/whl/cpu",
+        description="extra pip arguments on the servers (the lock pins torch's CPU build)",
+    )
 
     _ssh_from = field_validator("ssh_from")(_network)
 

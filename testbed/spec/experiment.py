@@ -161,6 +161,17 @@ class LocalSpec(_Strict):
     )
 
 
+class CloudSpec(LocalSpec):
+    """How the experiment runs on cloud servers (`--testbed openstack`): as on the local
+    testbed's deployed path, but in real time by default (one emulated second is one
+    second, as in the paper) and with a VM's vCPUs taken as they are (cpu_scale 1).
+    `mesh`, `delay` and `deploy` do not apply: servers always run batman-adv, the netem
+    drift where their kernel has it, and the playbooks."""
+
+    time_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
+    cpu_scale: Annotated[float, Field(gt=0, le=1)] | None = 1.0
+
+
 class TimeplanEvent(_Strict):
     """A change of the world at a time: a node leaves or joins, background load changes,
     a node's LOS agent stops (crashes) or starts again, or a link gets extra delay."""
@@ -239,6 +250,7 @@ class ExperimentSpec(_Strict):
     gossip: GossipSpec = GossipSpec()
     timeplan: list[TimeplanEvent] = Field(default_factory=list)
     local: LocalSpec = LocalSpec()
+    openstack: CloudSpec = CloudSpec()
     optimum_time_limit_s: PositiveFloat = Field(
         default=60.0,
         description="time limit of the offline optimum's ILP per cell (scheduler "

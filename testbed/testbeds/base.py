@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from testbed.errors import UserError
@@ -18,14 +19,6 @@ class Testbed(Protocol):
         ...
 
     def run_cell(self, cell: Cell) -> CellOutcome: ...
-
-
-PLANNED = {
-    "openstack": (
-        "an OpenStack cloud: provisioning and teardown are built (`testbed up|down "
-        "--testbed openstack`), running experiments on its servers is not yet"
-    ),
-}
 
 
 def choose_testbed(caps: Any) -> tuple[str, str]:
@@ -50,10 +43,15 @@ def choose_testbed(caps: Any) -> tuple[str, str]:
 
 
 def testbed_names() -> list[str]:
-    return ["twin", "local", *PLANNED]
+    return ["twin", "local", "openstack"]
 
 
-def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
+def make_testbed(
+    name: str, experiment: ResolvedExperiment, options: Mapping[str, Any] | None = None
+) -> Testbed:
+    """The testbed `name` for `experiment`; `options` of the openstack testbed: cloud,
+    spec (an OpenStackSpec), spec_file, keep (default: OS_CLOUD and
+    experiments/openstack.yaml, servers deleted at the end)."""
     if name == "twin":
         from testbed.testbeds.twin import TwinTestbed
 
@@ -62,10 +60,20 @@ def make_testbed(name: str, experiment: ResolvedExperiment) -> Testbed:
         from testbed.testbeds.local import LocalTestbed
 
         return LocalTestbed(experiment)
-    if name in PLANNED:
-        raise UserError(
-            f"--testbed {name}",
-            f"the {name} testbed runs no experiments yet ({PLANNED[name]})",
-            "use --testbed twin or --testbed local",
+    if name == "openstack":
+        from testbed.openstack.config import resolve_cloud
+        from testbed.openstack.provider import load_spec
+        from testbed.testbeds.openstack import OpenStackTestbed
+
+        options = dict(options or {})
+        if "spec" not in options:
+            options["spec"], options["spec_file"] = load_spec()
+        options["cloud"] = resolve_cloud(options.get("cloud"))
+        return OpenStackTestbed(
+            experiment,
+            options["spec"],
+            options["cloud"],
+            options["spec_file"],
+            keep=bool(options.get("keep", False)),
         )
     raise UserError(f"--testbed {name}", "unknown testbed", f"use one of {testbed_names()}")

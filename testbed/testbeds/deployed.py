@@ -18,10 +18,12 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
+import os
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +37,34 @@ from testbed.experiment.outcome import CellOutcome
 from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.network.topology import Topology
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
+from testbed.workload.citypulse import find_sensor_files
 from testbed.workload.detectors import DATA_OF
 
 Sent = list[tuple[str | None, StreamDef, float]]
+CITYPULSE = Path(os.environ.get("LOS_CITYPULSE_DIR", Path("..") / "shared" / "data" / "citypulse"))
+
+
+def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> ResolvedExperiment:
+    """The experiment as a deployed testbed runs it: its own sweep and duration if given."""
+    update: dict[str, Any] = {}
+    if settings.sweep is not None:
+        update["sweep"] = settings.sweep
+    if settings.duration_s is not None:
+        update["duration_s"] = settings.duration_s
+    if not update:
+        return experiment
+    return replace(experiment, spec=experiment.spec.model_copy(update=update))
+
+
+def citypulse_sources() -> dict[str, Path]:
+    """The CityPulse file the replayers play per data kind, where the sample is present."""
+    files = find_sensor_files(CITYPULSE) if CITYPULSE.is_dir() else []
+    found = {}
+    for kind in dict.fromkeys(DATA_OF.values()):
+        match = [p for p in files if p.name.startswith(f"{kind}Data")]
+        if match:
+            found[kind] = match[0].resolve()
+    return found
 
 
 class HostLoad:

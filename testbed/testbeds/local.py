@@ -28,7 +28,6 @@ import shutil
 import signal
 import time
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,41 +50,22 @@ from testbed.local.provider import STATE_DIR, LocalState, down, up
 from testbed.local.sshd import sshd_binary
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
-from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
-from testbed.testbeds.deployed import DeployedTestbed, HostLoad
+from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
+from testbed.testbeds.deployed import (
+    CITYPULSE,
+    DeployedTestbed,
+    HostLoad,
+    citypulse_sources,
+    settings_view,
+)
 from testbed.workload.citypulse import FEATURES, features, find_sensor_files, load_sensor_file
 from testbed.workload.detectors import DATA_OF
 from testbed.workload.synthetic import SyntheticSpec, generate
-
-CITYPULSE = Path(os.environ.get("LOS_CITYPULSE_DIR", Path("..") / "shared" / "data" / "citypulse"))
-
-
-def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> ResolvedExperiment:
-    """The experiment as a deployed testbed runs it: its own sweep and duration if given."""
-    update: dict[str, Any] = {}
-    if settings.sweep is not None:
-        update["sweep"] = settings.sweep
-    if settings.duration_s is not None:
-        update["duration_s"] = settings.duration_s
-    if not update:
-        return experiment
-    return replace(experiment, spec=experiment.spec.model_copy(update=update))
 
 
 def local_view(experiment: ResolvedExperiment) -> ResolvedExperiment:
     """The experiment as the local testbed runs it (its `local:` sweep and duration)."""
     return settings_view(experiment, experiment.spec.local)
-
-
-def citypulse_sources() -> dict[str, Path]:
-    """The CityPulse file the replayers play per data kind, where the sample is present."""
-    files = find_sensor_files(CITYPULSE) if CITYPULSE.is_dir() else []
-    found = {}
-    for kind in dict.fromkeys(DATA_OF.values()):
-        match = [p for p in files if p.name.startswith(f"{kind}Data")]
-        if match:
-            found[kind] = match[0].resolve()
-    return found
 
 
 class LocalTestbed(DeployedTestbed):

@@ -1,0 +1,150 @@
+"""Deploying onto provisioned OpenStack servers: the inventory of a run, SSH to the nodes.
+
+The provider's inventory (`testbed up --testbed openstack`) says what exists; a run adds
+what its stages need (`run_inventory`, pure): the wheel and lock to install, the data
+files the replayers play, each node's cgroup quota and the address its agent listens
+on (its mesh address on bat0). Commands and file reads go over SSH as the image's user
+with sudo, through the jump host where one is configured.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Connection
+from rich.console import Console
+
+from testbed.deploy.deployment import Deployment
+from testbed.deploy.inventory import GATEWAYS, hosts_of, inventory_yaml
+from testbed.local.provider import CGROUP_ROOT
+from testbed.network.topology import Topology
+from testbed.openstack.config import OpenStackSpec
+from testbed.results.atomic import atomic_write_text
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_inventory(
+    base: Mapping[str, Any],
+    topology: Topology,
+    extra_common: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The provider's inventory plus what a run's stages need (a new dict)."""
+    children = {}
+    for name, group in base["all"]["children"].items():
+        hosts = {}
+        for host, values in (group.get("hosts") or {}).items():
+            values = dict(values or {})
+            if host in topology.nodes and name != GATEWAYS:  # the gateways group only lists
+                values["node_quota_m"] = topology.nodes[host].cpu_capacity_m
+                values["agent_address"] = values["mesh_address"]
+            hosts[host] = values
+        children[name] = {**group, "hosts": hosts}
+    return {"all": {"vars": {**base["all"]["vars"], **extra_common}, "children": children}}
+
+
+def build_wheel(into: Path) -> Path:
+    """This project as a wheel (for the servers' 01-base), built with the controller's pip."""
+    into.mkdir(parents=True, exist_ok=True)
+    for old in into.glob("*.whl"):
+        old.unlink()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(into),
+            str(REPO_ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    wheels = sorted(into.glob("los_testbed-*.whl"))
+    if result.returncode != 0 or not wheels:
+        raise RuntimeError(f"could not build the testbed's wheel: {result.stderr[-500:]}")
+    return wheels[0]
+
+
+def parse_jump(jump_host: str) -> tuple[str | None, str, int]:
+    """user@host[:port] -> (user, host, port)."""
+    user, _, rest = jump_host.rpartition("@")
+    host, _, port = rest.partition(":")
+    return (user or None), host, int(port or 22)
+
+
+class OpenStackDeployment(Deployment):
+    """The servers of one provisioned testbed as deployment nodes."""
+
+    def __init__(
+        self,
+        inventory: Mapping[str, Any],
+        spec: OpenStackSpec,
+        key: Path,
+        known_hosts: Path,
+        deploy_dir: Path,
+        config_dir: Path,
+        console: Console | None = None,
+    ) -> None:
+        common = inventory["all"]["vars"]
+        self.hosts = hosts_of(inventory)
+        super().__init__(
+            sorted(self.hosts),
+            deploy_dir,
+            str(common["work_root"]),
+            config_dir,
+            str(common["testbed_python"]),
+            f"{CGROUP_ROOT}/{spec.testbed_id}",
+            become=True,
+            console=console,
+        )
+        self.spec = spec
+        self.key = key
+        self.known_hosts = known_hosts
+        self.deploy_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.inventory_path, inventory_yaml(inventory))
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {"key_filename": str(self.key), "look_for_keys": False, "allow_agent": False}
+
+    def connection(self, node: str) -> Connection:
+        gateway = None
+        if self.spec.jump_host:
+            user, host, port = parse_jump(self.spec.jump_host)
+            gateway = Connection(
+                host,
+                user=user,
+                port=port,
+                connect_kwargs={"key_filename": str(self.key)},  # the agent's keys too
+                connect_timeout=15,
+            )
+        connection = Connection(
+            self.hosts[node]["ansible_host"],
+            user=self.spec.ssh_user,
+            gateway=gateway,
+            connect_kwargs=self._connect_kwargs(),
+            connect_timeout=15,
+        )
+        # as ansible's StrictHostKeyChecking=accept-new: a new server's key is recorded,
+        # a changed one is refused
+        self.known_hosts.touch(mode=0o600, exist_ok=True)
+        connection.client.load_host_keys(str(self.known_hosts))
+        connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        return connection
+
+    def mesh_macs(self) -> dict[str, str]:
+        """Interface MAC -> node over every mesh port (batman-adv names neighbours so)."""
+        return {
+            port["mac"]: node
+            for node, values in self.hosts.items()
+            for port in values.get("mesh_ports", [])
+        }

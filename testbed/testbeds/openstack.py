@@ -1,0 +1,210 @@
+"""An OpenStack cloud as an experiment testbed: the paper's servers, provisioned for the run.
+
+On its first cell the testbed provisions the layout (`testbed.openstack.provider.up`:
+pre-flight, 00-provision, inventory), builds this project's wheel and deploys it with the
+numbered playbooks: 01-base waits until every server answers on SSH, installs the
+Debian packages, the wheel and requirements.lock into a virtualenv, copies the
+CityPulse files and gives every node its cgroup; 02-mesh joins the layer interfaces
+into batman-adv's bat0 with the node's mesh address; 03-drift starts the netem drift on
+the nodes the layout lets drift. Cells then run as on the local testbed's deployed path
+(`testbed.testbeds.deployed`), in real time unless the spec's `openstack:` section
+says otherwise. At the end, after a failure or on Ctrl-C the servers are deleted
+(`testbed down`), unless the run was asked to `keep` them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+
+from testbed.agent.configs import layout_agent_configs
+from testbed.agent.service import AgentConfig
+from testbed.deploy.deployment import Deployment
+from testbed.deploy.inventory import hosts_of
+from testbed.deploy.remote_faults import RemoteFaults
+from testbed.errors import UserError
+from testbed.experiment.plan import Cell
+from testbed.local.agents import new_secret
+from testbed.local.provider import CGROUP_ROOT
+from testbed.network.topology import build_topology
+from testbed.openstack.config import OpenStackSpec
+from testbed.openstack.provider import WORK_ROOT
+from testbed.spec.experiment import ResolvedExperiment
+from testbed.testbeds.deployed import DeployedTestbed, citypulse_sources
+
+
+class OpenStackTestbed(DeployedTestbed):
+    name = "openstack"
+
+    def __init__(
+        self,
+        experiment: ResolvedExperiment,
+        spec: OpenStackSpec,
+        cloud: str,
+        spec_file: str,
+        keep: bool = False,
+        console: Console | None = None,
+    ) -> None:
+        unsupported = sorted({e.action for e in experiment.spec.timeplan} & {"degrade"})
+        if unsupported:
+            raise UserError(
+                f"{experiment.spec_path}: timeplan",
+                f"{', '.join(unsupported)} is not applied on OpenStack servers yet (the "
+                "netem drift service owns the links' qdiscs there)",
+                "leave it out of the timeplan, or run it on --testbed local or twin",
+            )
+        self.experiment = experiment
+        self.settings = experiment.spec.openstack
+        self.spec = spec
+        self.cloud = cloud
+        self.spec_file = spec_file
+        self.keep = keep
+        self.console = console or Console(stderr=True)
+        self.topology = build_topology(experiment.layout)
+        self.secret = new_secret()
+        self.run_dir: Path | None = None
+        self.deployment: Deployment | None = None
+        self._provisioned = False
+        self.sources = citypulse_sources()
+
+    def capabilities(self) -> dict[str, Any]:
+        return {
+            "kind": f"OpenStack servers on cloud '{self.cloud}' (id {self.spec.testbed_id})",
+            "image": self.spec.image,
+            "flavors": self.spec.flavors or "created per layout flavor (<id>-<flavor>)",
+            "mesh": "batman-adv on the layer networks (02-mesh)",
+            "link_delay": "netem drift on the servers' own interfaces (03-drift)",
+            "cpu_limits": "the flavors' vCPUs; training jobs in cgroups below each node's",
+            "time_scale": self.settings.time_scale,
+            "training_samples": self._training_samples(),
+            "streams": "a replayer and a prediction job per stream (05-streams)",
+            "deploy": "ansible over SSH (become), logs followed over SFTP, fabric collection",
+            "keep": self.keep,
+        }
+
+    # --- bring-up -----------------------------------------------------------------------
+    def _ensure_up(self) -> Deployment:
+        if self.deployment is not None:
+            return self.deployment
+        from testbed.openstack.deployment import OpenStackDeployment, build_wheel, run_inventory
+        from testbed.openstack.provider import Paths, up
+
+        run_dir = self.run_dir or Path(".")
+        self._provisioned = True  # from here on, close() tears down (unless keep)
+        result = up(
+            self.experiment.layout, self.spec, self.cloud, self.spec_file, console=self.console
+        )
+        assert result.inventory is not None
+        paths = Paths.of(self.spec.testbed_id)
+        deploy_dir = run_dir / "deployment"
+        wheel = build_wheel(paths.root / "wheel")
+        lock = Path(__file__).resolve().parents[2] / "requirements.lock"
+        base = yaml.safe_load(result.inventory.read_text())
+        inventory = run_inventory(
+            base,
+            self.topology,
+            {
+                "ssh_timeout_s": self.spec.ssh_timeout_s,
+                "testbed_wheel": str(wheel),
+                "testbed_lock": str(lock),
+                "pip_extra": self.spec.pip_extra,
+                "stream_data": [str(p) for p in self.sources.values()],
+                "cgroup_root": f"{CGROUP_ROOT}/{self.spec.testbed_id}",
+            },
+        )
+        deployment = OpenStackDeployment(
+            inventory,
+            self.spec,
+            paths.key,
+            paths.known_hosts,
+            deploy_dir,
+            paths.root / "deploy",
+            console=self.console,
+        )
+        self.deployment = deployment
+        deployment.stage("01-base.yml")
+        deployment.stage("02-mesh.yml", mesh_kind="batman-adv")
+        deployment.stage(
+            "03-drift.yml",
+            layout_file=str(self.experiment.layout_path.resolve()),
+            drift_started_at=round(time.time(), 3),
+        )
+        return deployment
+
+    def close(self) -> None:
+        if self.deployment is not None:
+            self.deployment.close_connections()
+            with contextlib.suppress(Exception):
+                self.deployment.stage("09-stop.yml", stop_mesh=True)
+        if not self._provisioned:
+            return
+        if self.keep:
+            self.console.print(
+                f"kept: the servers of {self.spec.testbed_id} stay on {self.cloud}; "
+                f"`testbed down --testbed openstack --cloud {self.cloud} --id "
+                f"{self.spec.testbed_id}` removes them"
+            )
+            return
+        from testbed.openstack.provider import down
+
+        removed, remaining = down(self.spec.testbed_id, self.cloud)
+        left = {kind: n for kind, n in remaining.items() if n}
+        self.console.print(
+            f"teardown of {self.spec.testbed_id} on {self.cloud}: "
+            f"{sum(removed.values())} resources removed, "
+            + (f"LEFT: {left}" if left else "nothing left")
+        )
+
+    # --- hooks of the deployed cell runner --------------------------------------------
+    def _hosts(self) -> dict[str, dict[str, Any]]:
+        assert self.deployment is not None
+        return hosts_of(yaml.safe_load(self.deployment.inventory_path.read_text()))
+
+    def _agent_configs(
+        self, cell: Cell, overrides: dict[str, dict[str, Any]]
+    ) -> dict[str, AgentConfig]:
+        deployment = self._ensure_up()
+        hosts = self._hosts()
+        return layout_agent_configs(
+            self.topology,
+            {node: hosts[node]["mesh_address"] for node in self.topology.nodes},
+            self.secret,
+            "batman-adv",
+            self.spec.agent_port,
+            self._cpu_scale(),
+            cgroup_of=lambda node: f"{deployment.cgroup_root}/{node}",
+            work_dir_of=lambda node: str(deployment.agent_dir(node)),
+            overrides=overrides,
+            common=self._common_config(cell),
+        )
+
+    def _agent_extras(self) -> tuple[dict[str, str], dict[str, str] | None]:
+        from testbed.openstack.deployment import OpenStackDeployment
+
+        deployment = self._ensure_up()
+        assert isinstance(deployment, OpenStackDeployment)
+        return {}, deployment.mesh_macs()
+
+    def _faults(self, deployment: Deployment) -> RemoteFaults:
+        return RemoteFaults(
+            deployment,
+            quota_m={
+                n: s.cpu_capacity_m * self._cpu_scale() for n, s in self.topology.nodes.items()
+            },
+            cpu_scale=self._cpu_scale(),
+            link_delay="netem (drift only)",
+        )
+
+    def _cpu_scale(self) -> float:
+        return self.settings.cpu_scale or 1.0
+
+    def _stream_source(self, kind: str, k: int) -> str:
+        source = self.sources.get(kind)
+        if source is None:
+            return f"synthetic:{kind}:{k}"
+        return f"{WORK_ROOT}/data/{source.name}"

@@ -129,6 +129,7 @@ class OpenStackDeployment(Deployment):
             )
         connection = Connection(
             self.hosts[node]["ansible_host"],
+            port=int(self.hosts[node].get("ansible_port", 22)),
             user=self.spec.ssh_user,
             gateway=gateway,
             connect_kwargs=self._connect_kwargs(),

@@ -33,7 +33,6 @@ from testbed.local.agents import new_secret
 from testbed.local.provider import CGROUP_ROOT
 from testbed.network.topology import build_topology
 from testbed.openstack.config import OpenStackSpec
-from testbed.openstack.provider import WORK_ROOT
 from testbed.spec.experiment import ResolvedExperiment
 from testbed.testbeds.deployed import DeployedTestbed, citypulse_sources
 
@@ -88,25 +87,24 @@ class OpenStackTestbed(DeployedTestbed):
         }
 
     # --- bring-up -----------------------------------------------------------------------
-    def _ensure_up(self) -> Deployment:
-        if self.deployment is not None:
-            return self.deployment
-        from testbed.openstack.deployment import OpenStackDeployment, build_wheel, run_inventory
+    # the mesh the servers run: batman-adv (as the paper); "none" where a test runs the
+    # cells on hosts without it (the agents then take their neighbours from the layout)
+    mesh = "batman-adv"
+
+    def _provision(self) -> dict[str, Any]:
+        """Provision the layout (`testbed up`), build the wheel; the run's inventory."""
+        from testbed.openstack.deployment import build_wheel, run_inventory
         from testbed.openstack.provider import Paths, up
 
-        run_dir = self.run_dir or Path(".")
         self._provisioned = True  # from here on, close() tears down (unless keep)
         result = up(
             self.experiment.layout, self.spec, self.cloud, self.spec_file, console=self.console
         )
         assert result.inventory is not None
-        paths = Paths.of(self.spec.testbed_id)
-        deploy_dir = run_dir / "deployment"
-        wheel = build_wheel(paths.root / "wheel")
+        wheel = build_wheel(Paths.of(self.spec.testbed_id).root / "wheel")
         lock = Path(__file__).resolve().parents[2] / "requirements.lock"
-        base = yaml.safe_load(result.inventory.read_text())
-        inventory = run_inventory(
-            base,
+        return run_inventory(
+            yaml.safe_load(result.inventory.read_text()),
             self.topology,
             {
                 "ssh_timeout_s": self.spec.ssh_timeout_s,
@@ -117,23 +115,34 @@ class OpenStackTestbed(DeployedTestbed):
                 "cgroup_root": f"{CGROUP_ROOT}/{self.spec.testbed_id}",
             },
         )
+
+    def _ensure_up(self) -> Deployment:
+        """Provision, then deploy the base, the mesh and the drift (once per run)."""
+        if self.deployment is not None:
+            return self.deployment
+        from testbed.openstack.deployment import OpenStackDeployment
+        from testbed.openstack.provider import Paths
+
+        inventory = self._provision()
+        paths = Paths.of(self.spec.testbed_id)
         deployment = OpenStackDeployment(
             inventory,
             self.spec,
             paths.key,
             paths.known_hosts,
-            deploy_dir,
+            (self.run_dir or Path(".")) / "deployment",
             paths.root / "deploy",
             console=self.console,
         )
         self.deployment = deployment
         deployment.stage("01-base.yml")
-        deployment.stage("02-mesh.yml", mesh_kind="batman-adv")
-        deployment.stage(
-            "03-drift.yml",
-            layout_file=str(self.experiment.layout_path.resolve()),
-            drift_started_at=round(time.time(), 3),
-        )
+        if self.mesh != "none":
+            deployment.stage("02-mesh.yml", mesh_kind=self.mesh)
+            deployment.stage(
+                "03-drift.yml",
+                layout_file=str(self.experiment.layout_path.resolve()),
+                drift_started_at=round(time.time(), 3),
+            )
         return deployment
 
     def close(self) -> None:
@@ -174,7 +183,7 @@ class OpenStackTestbed(DeployedTestbed):
             self.topology,
             {node: hosts[node]["mesh_address"] for node in self.topology.nodes},
             self.secret,
-            "batman-adv",
+            "static" if self.mesh == "none" else self.mesh,
             self.spec.agent_port,
             self._cpu_scale(),
             cgroup_of=lambda node: f"{deployment.cgroup_root}/{node}",
@@ -188,7 +197,7 @@ class OpenStackTestbed(DeployedTestbed):
 
         deployment = self._ensure_up()
         assert isinstance(deployment, OpenStackDeployment)
-        return {}, deployment.mesh_macs()
+        return {}, deployment.mesh_macs() if self.mesh == "batman-adv" else None
 
     def _faults(self, deployment: Deployment) -> RemoteFaults:
         return RemoteFaults(
@@ -207,4 +216,5 @@ class OpenStackTestbed(DeployedTestbed):
         source = self.sources.get(kind)
         if source is None:
             return f"synthetic:{kind}:{k}"
-        return f"{WORK_ROOT}/data/{source.name}"
+        assert self.deployment is not None
+        return str(self.deployment.work_root / "data" / source.name)

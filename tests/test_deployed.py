@@ -234,3 +234,41 @@ def test_a_run_inventory_adds_quotas_agent_addresses_and_install_settings() -> N
 def test_jump_hosts_parse_as_ssh_writes_them() -> None:
     assert parse_jump("debian@203.0.113.5") == ("debian", "203.0.113.5", 22)
     assert parse_jump("bastion.example.org:2222") == (None, "bastion.example.org", 2222)
+
+
+def test_openstack_runs_refuse_what_they_cannot_do_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No cloud named: one line naming the flag; a timeplan with `degrade`: refused
+    before anything is provisioned."""
+    import yaml
+
+    from testbed.errors import UserError
+    from testbed.los.schedulers import scheduler_names
+    from testbed.spec.loader import load_experiment
+    from testbed.testbeds import make_testbed
+
+    monkeypatch.delenv("OS_CLOUD", raising=False)
+    spec = yaml.safe_load((EXPERIMENTS / "los-scheduling.yaml").read_text())
+    for key in ("layout", "calibration"):
+        spec[key] = str(EXPERIMENTS / spec[key])
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(path, known_schedulers=scheduler_names())
+    with pytest.raises(UserError, match=r"--cloud.*no cloud named.*OS_CLOUD"):
+        make_testbed("openstack", experiment)
+    spec["timeplan"] = [
+        {"at_s": 10, "action": "degrade", "link": ["edge-1", "edge-2"], "delay_ms": 5}
+    ]
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(path, known_schedulers=scheduler_names())
+    with pytest.raises(UserError, match=r"timeplan.*degrade is not applied on OpenStack"):
+        make_testbed("openstack", experiment, {"cloud": "anywhere"})
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "testbed"), "run", str(path), "--testbed", "openstack"],
+        capture_output=True,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "OS_CLOUD"},
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--cloud" in result.stderr.strip().splitlines()[-1]

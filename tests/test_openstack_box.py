@@ -244,19 +244,7 @@ def test_a_server_in_error_ends_up_with_its_name_and_fault_and_down_cleans_it(
     assert counts == dict.fromkeys(counts, 0)
 
 
-RUN_LAYOUT = """
-name: three
-flavors:
-  small: {vcpus: 1, memory_mb: 512, disk_gb: 1}
-layers:
-  - {name: cloud, flavor: small, count: 1, link: {latency_ms: 1, bandwidth_mbit: 1000}}
-  - name: edge
-    flavor: small
-    count: 2
-    link: {latency_ms: 1, bandwidth_mbit: 100}
-    gateways: [1]
-    uplink: {latency_ms: 5, bandwidth_mbit: 100}
-"""
+RUN_LAYOUT = TINY_LAYOUT.replace("flavor: huge", "flavor: small")  # every server fits
 
 
 def test_an_experiment_on_servers_that_never_answer_fails_clearly_and_leaves_nothing(

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from testbed.deploy import node_commands as cmd
 from testbed.deploy.deployment import Deployment
+from testbed.experiment.fault_actions import apply_action
 
 
 @dataclass
@@ -79,26 +80,15 @@ class RemoteFaults:
         self.deployment.run(node, cmd.start_agent(self.deployment.python, agent_dir))
         self.agents_down.discard(node)
 
+    def degrade(self, a: str, b: str, delay_ms: float) -> None:
+        if self.degrade_link is None:
+            raise ValueError("this testbed cannot degrade links")
+        self.degrade_link(a, b, delay_ms)
+
     def apply(
         self, action: str, nodes: list[str], cpu_m: float | None, delay_ms: float | None = None
     ) -> None:
-        if action == "degrade":
-            if self.degrade_link is None:
-                raise ValueError("this testbed cannot degrade links")
-            a, b = nodes
-            self.degrade_link(a, b, delay_ms or 0.0)
-            return
-        for node in nodes:
-            if action == "leave":
-                self.leave(node)
-            elif action == "join":
-                self.join(node)
-            elif action == "load":
-                self.load(node, cpu_m or 0.0)
-            elif action == "agent-stop":
-                self.stop_agent(node)
-            elif action == "agent-start":
-                self.start_agent(node)
+        apply_action(self, action, nodes, cpu_m, delay_ms)
 
     def reset(self) -> None:
         """Undo what the timeplan changed (the next cell starts from the layout); stopped

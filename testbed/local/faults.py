@@ -30,6 +30,7 @@ from pathlib import Path
 
 from pyroute2 import NetNS
 
+from testbed.experiment.fault_actions import apply_action
 from testbed.jobs.cgroups import CpuGroup, detect, enter_preexec
 from testbed.local.agents import restart_agent
 from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
@@ -124,21 +125,7 @@ class Faults:
     def apply(
         self, action: str, nodes: list[str], cpu_m: float | None, delay_ms: float | None = None
     ) -> None:
-        if action == "degrade":
-            a, b = nodes
-            self.degrade(a, b, delay_ms or 0.0)
-            return
-        for node in nodes:
-            if action == "leave":
-                self.leave(node)
-            elif action == "join":
-                self.join(node)
-            elif action == "load":
-                self.load(node, cpu_m or 0.0)
-            elif action == "agent-stop":
-                self.stop_agent(node)
-            elif action == "agent-start":
-                self.start_agent(node)
+        apply_action(self, action, nodes, cpu_m, delay_ms)
 
     def reset(self) -> None:
         """Undo everything: the next cell starts from the layout again. Stopped agents

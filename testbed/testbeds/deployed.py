@@ -21,7 +21,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
@@ -195,8 +195,11 @@ class DeployedTestbed:
             "prewarm": True,
         }
 
+    _parsed_events: dict[str, tuple[int, list[dict[str, Any]]]]
+
     def run_cell(self, cell: Cell) -> CellOutcome:
         deployment = self._ensure_up()
+        self._parsed_events = {}  # the agents' files are new for every cell
         spec = self.experiment.spec
         scale = self.settings.time_scale
         streams, load = self._cell_setup(cell)
@@ -397,10 +400,19 @@ class DeployedTestbed:
         assert self.deployment is not None
         return self.deployment.lines(node, "agent/events.jsonl")
 
-    def _events_of(self, node: str) -> Iterator[dict[str, Any]]:
-        for line in self._event_lines(node):
+    def _events_of(self, node: str) -> list[dict[str, Any]]:
+        """The node's events so far, each line parsed once (a real-time cell reads the
+        files every fraction of a second for hours)."""
+        lines = self._event_lines(node)
+        cache = self._parsed_events
+        seen, events = cache.get(node, (0, []))
+        if len(lines) < seen:  # the file was recreated (a new cell)
+            seen, events = 0, []
+        for line in lines[seen:]:
             with contextlib.suppress(ValueError):
-                yield json.loads(line)
+                events.append(json.loads(line))
+        cache[node] = (len(lines), events)
+        return events
 
     def _executed(self, stream: StreamDef) -> int:
         """Executed trainings of a stream so far, from its source agent's reports."""

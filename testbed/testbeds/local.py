@@ -262,6 +262,7 @@ class LocalTestbed(DeployedTestbed):
         spec = self.experiment.spec
         local = spec.local
         streams, load = self._cell_setup(cell)
+        self._parsed_events = {}  # the agents' files are new for every cell
         for node in self.topology.nodes:
             shutil.rmtree(self.agent_dir(node), ignore_errors=True)
         overrides: dict[str, dict[str, Any]] = {

@@ -141,7 +141,9 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         # an OpenStack testbed is provisioned once: kept between the experiments, removed
         # after the last (or after a failure) unless --keep
         last = k == len(MAIN_SPECS) - 1
-        options = _testbed_options(args, args.keep or not last)
+        options = _testbed_options(args, args.keep)
+        if options is not None and not last:
+            options["handover"] = True
         try:
             summary = run_experiment(
                 experiment,

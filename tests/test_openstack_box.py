@@ -250,28 +250,30 @@ RUN_LAYOUT = TINY_LAYOUT.replace("flavor: huge", "flavor: small")  # every serve
 def test_an_experiment_on_servers_that_never_answer_fails_clearly_and_leaves_nothing(
     conn: Any, state: Path, cleanup: list[str], tmp_path: Path
 ) -> None:
-    """`testbed run --testbed openstack` provisions the layout, then deploys: on the box
-    no guest boots, so 01-base's wait for SSH ends the run naming every server, and the
-    servers are deleted on the way out (no --keep)."""
+    """`make experiment TESTBED=openstack` (`testbed experiment --testbed openstack`)
+    provisions the layout once for both experiments, then deploys: on the box no guest
+    boots, so 01-base's wait for SSH ends the first experiment naming every server, and
+    the servers are deleted on the way out (no --keep), nothing said about keeping them."""
     tid = _id("x")
     cleanup.append(tid)
-    (tmp_path / "three.yaml").write_text(RUN_LAYOUT)
-    spec = yaml.safe_load((EXPERIMENTS / "los-scheduling.yaml").read_text())
-    spec.update(
-        layout=str(tmp_path / "three.yaml"),
-        calibration=str(EXPERIMENTS / "calibration" / "calibrated.yaml"),
-        schedulers=["los"],
-        sweep={"stream_counts": [2], "repetitions": 1},
-        streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
-    )
-    spec.pop("profiles", None)
-    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    specs = tmp_path / "experiments"
+    specs.mkdir()
+    (specs / "three.yaml").write_text(RUN_LAYOUT)
+    for name in ("resource-optimization.yaml", "los-scheduling.yaml"):
+        spec = yaml.safe_load((EXPERIMENTS / name).read_text())
+        spec.update(
+            layout="three.yaml",
+            calibration=str(EXPERIMENTS / "calibration" / "calibrated.yaml"),
+            streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
+        )
+        (specs / name).write_text(yaml.safe_dump(spec))
     cloud_spec = {"testbed_id": tid, "image": BOX_IMAGE, "ssh_timeout_s": 10}
     (tmp_path / "openstack.yaml").write_text(yaml.safe_dump(cloud_spec))
     started = time.monotonic()
     result = _cli(
-        "run",
-        str(tmp_path / "spec.yaml"),
+        "experiment",
+        "--experiments",
+        str(specs),
         "--openstack-spec",
         str(tmp_path / "openstack.yaml"),
         "--results",
@@ -288,10 +290,12 @@ def test_an_experiment_on_servers_that_never_answer_fails_clearly_and_leaves_not
         assert f"{node}: install | wait" in lines[-1] or "+1 more" in lines[-1]
     teardown = next(line for line in lines if line.startswith(f"teardown of {tid}"))
     assert teardown.endswith("nothing left"), teardown
+    assert not any(line.startswith("kept:") for line in lines)
     counts = existing(conn, tid).counts()
     assert counts == dict.fromkeys(counts, 0)
-    # the run directory says where it ran, and that it did not complete
+    # the first experiment's run directory says where it ran, and that it did not complete
     (run_dir,) = (tmp_path / "results").iterdir()
+    assert "resource-optimization-openstack" in run_dir.name
     manifest = yaml.safe_load((run_dir / "manifest.json").read_text())
     assert manifest["testbed"] == "openstack" and manifest["status"] != "complete"
     assert "osbox" in manifest["capabilities"]["kind"]

@@ -50,7 +50,7 @@ def make_testbed(
     name: str, experiment: ResolvedExperiment, options: Mapping[str, Any] | None = None
 ) -> Testbed:
     """The testbed `name` for `experiment`; `options` of the openstack testbed: cloud,
-    spec (an OpenStackSpec), spec_file, keep (default: OS_CLOUD and
+    spec (an OpenStackSpec), spec_file, keep, handover (default: OS_CLOUD and
     experiments/openstack.yaml, servers deleted at the end)."""
     if name == "twin":
         from testbed.testbeds.twin import TwinTestbed
@@ -75,5 +75,6 @@ def make_testbed(
             options["cloud"],
             options["spec_file"],
             keep=bool(options.get("keep", False)),
+            handover=bool(options.get("handover", False)),
         )
     raise UserError(f"--testbed {name}", "unknown testbed", f"use one of {testbed_names()}")

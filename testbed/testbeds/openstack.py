@@ -48,7 +48,10 @@ class OpenStackTestbed(DeployedTestbed):
         spec_file: str,
         keep: bool = False,
         console: Console | None = None,
+        handover: bool = False,
     ) -> None:
+        """`keep`: the servers stay after the run; `handover`: they are kept for the next
+        run of the same command (`testbed experiment`), which says what happens to them."""
         unsupported = sorted({e.action for e in experiment.spec.timeplan} & {"degrade"})
         if unsupported:
             raise UserError(
@@ -62,7 +65,8 @@ class OpenStackTestbed(DeployedTestbed):
         self.spec = spec
         self.cloud = cloud
         self.spec_file = spec_file
-        self.keep = keep
+        self.keep = keep or handover
+        self.handover = handover
         self.console = console or Console(stderr=True)
         self.topology = build_topology(experiment.layout)
         self.secret = new_secret()
@@ -153,6 +157,8 @@ class OpenStackTestbed(DeployedTestbed):
         if not self._provisioned:
             return
         if self.keep:
+            if self.handover:
+                return
             self.console.print(
                 f"kept: the servers of {self.spec.testbed_id} stay on {self.cloud}; "
                 f"`testbed down --testbed openstack --cloud {self.cloud} --id "

@@ -61,7 +61,7 @@ def test_a_crashed_sweep_resumes_where_it_stopped(
 ) -> None:
     x = small()
     first: list[str] = []
-    monkeypatch.setattr(runner, "make_testbed", lambda name, e: CrashingTwin(e, 3, first))
+    monkeypatch.setattr(runner, "make_testbed", lambda name, e, _=None: CrashingTwin(e, 3, first))
     with pytest.raises(KeyboardInterrupt):
         runner.run_experiment(x, "twin", tmp_path / "results")
     (run_dir,) = (tmp_path / "results").iterdir()
@@ -72,7 +72,7 @@ def test_a_crashed_sweep_resumes_where_it_stopped(
     events_before = (run_dir / "events.jsonl").read_text()
 
     second: list[str] = []
-    monkeypatch.setattr(runner, "make_testbed", lambda name, e: CrashingTwin(e, 99, second))
+    monkeypatch.setattr(runner, "make_testbed", lambda name, e, _=None: CrashingTwin(e, 99, second))
     summary = runner.run_experiment(x, "twin", tmp_path / "results")
     assert summary.path == run_dir and summary.resumed_cells == 3
     assert not set(first) & set(second) and len(first) + len(second) == 8
@@ -81,7 +81,7 @@ def test_a_crashed_sweep_resumes_where_it_stopped(
     assert '"kind": "resumed"' in events_after
     assert json.loads((run_dir / "manifest.json").read_text())["status"] == "complete"
 
-    monkeypatch.setattr(runner, "make_testbed", lambda name, e: TwinTestbed(e))
+    monkeypatch.setattr(runner, "make_testbed", lambda name, e, _=None: TwinTestbed(e))
     clean = runner.run_experiment(x, "twin", tmp_path / "clean")
     resumed = pd.read_parquet(run_dir / "tables" / "triggers.parquet")
     fresh = pd.read_parquet(clean.path / "tables" / "triggers.parquet")

@@ -450,12 +450,17 @@ class DeployedTestbed:
             nodes = [item.node]
         else:
             nodes = [n for n, node in self.topology.nodes.items() if node.layer == item.layer]
+        begun = time.monotonic()
         faults.apply(item.action, nodes, item.cpu_m, item.delay_ms)
+        took_s = time.monotonic() - begun
         if item.action == "agent-stop":  # when the kill had surely happened (over SSH it
             stopped_at = time.monotonic()  # takes a while): jobs sent before may be lost
             self._agent_stops += [(n, stopped_at) for n in nodes]
-        for node in nodes:  # who was away when, for triggers that found nobody
-            self._changes.append((max(at, now or at), node, item.action))
+        for node in nodes:  # who was away when, for triggers that found nobody: away from
+            when = max(at, now or at)  # the moment a leave or stop was asked, back only
+            if item.action in ("join", "agent-start"):  # once it was done (an agent
+                when += took_s / self.settings.time_scale  # takes seconds to start)
+            self._changes.append((when, node, item.action))
         return {
             "sim_time": at,
             "kind": f"timeplan-{item.action}",
@@ -468,6 +473,7 @@ class DeployedTestbed:
                 else {}
             ),
             "applied_at": time.time(),
+            "took_s": round(took_s, 3),
         }
 
     def _away(self, node: str, at: float, leave: str, back: str) -> bool:

@@ -757,6 +757,11 @@ def main(argv: list[str] | None = None) -> int:
                 "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
                 "removes what was created, a rerun of `up` completes it"
             )
+        elif getattr(args, "testbed", None) == "openstack":
+            _console().print(
+                "interrupted: the servers were deleted unless --keep (the teardown line "
+                "above says what is left); rerun the same command to resume the run"
+            )
         else:
             _console().print("interrupted: rerun the same command to resume the unfinished run")
         return 130

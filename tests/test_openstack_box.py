@@ -307,6 +307,44 @@ def test_an_experiment_on_servers_that_never_answer_fails_clearly_and_leaves_not
     print(f"provision + SSH wait (10 s) + teardown of 3 servers: {seconds:.1f} s")
 
 
+def test_ctrl_c_during_an_openstack_run_tears_the_testbed_down(
+    conn: Any, state: Path, cleanup: list[str], tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT) while the run provisions: the run stops, the servers already
+    created and what the provisioning still had under way are deleted, nothing is left."""
+    tid = _id("c")
+    cleanup.append(tid)
+    (tmp_path / "three.yaml").write_text(RUN_LAYOUT)
+    spec = yaml.safe_load((EXPERIMENTS / "los-scheduling.yaml").read_text())
+    spec.update(
+        layout=str(tmp_path / "three.yaml"),
+        calibration=str(EXPERIMENTS / "calibration" / "calibrated.yaml"),
+        sweep={"stream_counts": [2], "repetitions": 1},
+        streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
+    )
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    (tmp_path / "openstack.yaml").write_text(yaml.safe_dump({"testbed_id": tid}))
+    command = [TESTBED, "run", str(tmp_path / "spec.yaml"), "--testbed", "openstack"]
+    command += ["--cloud", BOX_CLOUD, "--image", BOX_IMAGE, "--results", str(tmp_path / "r")]
+    command += ["--openstack-spec", str(tmp_path / "openstack.yaml")]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not existing(conn, tid).servers:
+        assert run.poll() is None, run.communicate()[1][-2000:]
+        time.sleep(0.5)
+    assert existing(conn, tid).servers, "no server was created"
+    run.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the harness
+    _, stderr = run.communicate(timeout=600)
+    assert run.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    teardown = next(line for line in stderr.splitlines() if line.startswith(f"teardown of {tid}"))
+    assert teardown.endswith("nothing left"), teardown
+    time.sleep(10)  # nothing the stopped provisioning had under way arrives later
+    counts = existing(conn, tid).counts()
+    assert counts == dict.fromkeys(counts, 0)
+    assert _provisioning(tid) == []
+
+
 def test_the_box_restarts_what_died(conn: Any) -> None:
     """MariaDB once died under a long session: `openstack-box health` brings back the
     database and any service whose process is gone, and the cloud answers again."""

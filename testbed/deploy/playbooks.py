@@ -160,6 +160,8 @@ def run_stage(
     result.seconds = time.perf_counter() - started
     result.status = str(runner.status)
     result.rc = int(runner.rc if runner.rc is not None else -1)
+    if result.status == "canceled":  # ansible-runner took the user's Ctrl-C: pass it on
+        raise KeyboardInterrupt
     if result.failures or result.status != "successful":
         where = "; ".join(result.failures[:3]) or _error_line(runner, result.status)
         more = f" (+{len(result.failures) - 3} more)" if len(result.failures) > 3 else ""

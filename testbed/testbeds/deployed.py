@@ -211,6 +211,7 @@ class DeployedTestbed:
         link_local, macs = self._agent_extras()
         self.agent_port = next(iter(configs.values())).port
         deployment.start_agents(configs, link_local, macs)
+        followed_before = deployment.logs.bytes_read
         world: list[dict[str, Any]] = []
         try:
             self._wait_workers(deployment)
@@ -240,7 +241,7 @@ class DeployedTestbed:
                 "kind": "collected",
                 "via": "fabric/sftp",
                 "bytes": sum(fetched.values()),
-                "followed_bytes": deployment.logs.bytes_read,
+                "followed_bytes": deployment.logs.bytes_read - followed_before,
             }
         )
         rows = self._rows(cell, streams, sent, events, started, scale)

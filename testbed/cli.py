@@ -136,15 +136,17 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     elif args.testbed == "twin":
         console.print("testbed: twin (discrete-event model of the testbed)")
     lines, reports = [], []
-    for k, name in enumerate(MAIN_SPECS):
-        experiment = _load(Path(args.experiments) / name, args.profile, None)
-        # an OpenStack testbed is provisioned once: kept between the experiments, removed
-        # after the last (or after a failure) unless --keep
-        last = k == len(MAIN_SPECS) - 1
-        options = _testbed_options(args, args.keep)
-        if options is not None and not last:
-            options["handover"] = True
-        try:
+    kept: dict[str, Any] | None = None  # an OpenStack testbed kept for the next experiment
+    try:
+        for k, name in enumerate(MAIN_SPECS):
+            experiment = _load(Path(args.experiments) / name, args.profile, None)
+            # an OpenStack testbed is provisioned once: kept between the experiments,
+            # removed after the last (or after a failure anywhere) unless --keep
+            last = k == len(MAIN_SPECS) - 1
+            options = _testbed_options(args, args.keep)
+            if options is not None and not last:
+                options["handover"] = True
+            kept = options if options is not None and not last and not args.keep else None
             summary = run_experiment(
                 experiment,
                 args.testbed,
@@ -152,23 +154,26 @@ def cmd_experiment(args: argparse.Namespace) -> int:
                 console=console,
                 testbed_options=options,
             )
-        except BaseException:
-            if options is not None and not last and not args.keep:
-                _teardown_after_failure(options, console)
-            raise
-        _report(summary.path, console)
-        lines.append(summary.line(experiment.spec.name, args.testbed))
-        reports.append(summary.path)
-        if args.testbed in ("local", "openstack"):  # the twin on the same spec, to compare
-            from analysis.compare import compare_runs
-            from testbed.experiment.runner import testbed_view
+            _report(summary.path, console)
+            lines.append(summary.line(experiment.spec.name, args.testbed))
+            reports.append(summary.path)
+            if args.testbed in ("local", "openstack"):  # the twin on the same spec
+                from analysis.compare import compare_runs
+                from testbed.experiment.runner import testbed_view
 
-            twin = run_experiment(
-                testbed_view(experiment, args.testbed), "twin", Path(args.results), console=console
-            )
-            _report(twin.path, console)
-            lines.append(twin.line(experiment.spec.name, "twin"))
-            console.print(f"comparison: {compare_runs(summary.path, twin.path)}")
+                twin = run_experiment(
+                    testbed_view(experiment, args.testbed),
+                    "twin",
+                    Path(args.results),
+                    console=console,
+                )
+                _report(twin.path, console)
+                lines.append(twin.line(experiment.spec.name, "twin"))
+                console.print(f"comparison: {compare_runs(summary.path, twin.path)}")
+    except BaseException:
+        if kept is not None:  # the last experiment, which removes them, never ran
+            _teardown_after_failure(kept, console)
+        raise
     for line in lines:
         print(line)
     print("figures and reports:")

@@ -67,12 +67,28 @@ def test_growing_files_are_read_incrementally_and_only_whole_lines_count(tmp_pat
     assert logs.bytes_read == len('{"a": 1}\n{"b": 2}\n{"c": 3}\n') + len('{"new": 1}\n')
 
 
-def test_an_unreachable_node_keeps_what_was_read() -> None:
-    def broken(node: str) -> Any:
-        raise OSError("no route to host")
+def test_an_unreachable_node_keeps_what_was_read_and_its_session_is_renewed(
+    tmp_path: Path,
+) -> None:
+    import paramiko
 
-    logs = RemoteLogs(broken, min_interval_s=0)
-    assert logs.lines("gone", "/x/events.jsonl") == []
+    path = tmp_path / "events.jsonl"
+    path.write_text('{"a": 1}\n')
+    failing = {"now": False}
+    dropped: list[str] = []
+
+    def sftp_of(node: str) -> Any:
+        if failing["now"]:  # a dropped connection, as paramiko reports it
+            raise paramiko.SSHException("Server connection dropped")
+        return LocalSftp()
+
+    logs = RemoteLogs(sftp_of, min_interval_s=0, broken=dropped.append)
+    assert logs.lines("n", str(path)) == ['{"a": 1}']
+    failing["now"] = True
+    path.write_text('{"a": 1}\n{"b": 2}\n')
+    assert logs.lines("n", str(path)) == ['{"a": 1}'] and dropped == ["n"]
+    failing["now"] = False
+    assert logs.lines("n", str(path)) == ['{"a": 1}', '{"b": 2}']
 
 
 @given(st.lists(st.text(alphabet="ab\n", max_size=8), max_size=8))

@@ -63,7 +63,7 @@ class Deployment:
         self.stages: list[StageResult] = []
         self._cached: dict[str, Connection] = {}
         self._cache_lock = threading.Lock()
-        self.logs = RemoteLogs(self._sftp)
+        self.logs = RemoteLogs(self._sftp, broken=self._drop)
 
     # --- how to reach a node (subclasses) -------------------------------------------
     def connection(self, node: str) -> Connection:
@@ -197,14 +197,17 @@ class Deployment:
             connection = self._cached.get(node)
             if connection is None:
                 connection = self._cached[node] = self.connection(node)
-        try:
-            return connection.sftp()
-        except Exception:
-            with self._cache_lock:  # broken (the node left, the server restarted): reopen
-                self._cached.pop(node, None)
+        sftp = connection.sftp()
+        sftp.get_channel().settimeout(30)  # a hung node must not hang the cell
+        return sftp
+
+    def _drop(self, node: str) -> None:
+        """Forget a node's kept session (it failed): the next read opens a new one."""
+        with self._cache_lock:
+            connection = self._cached.pop(node, None)
+        if connection is not None:
             with contextlib.suppress(Exception):
                 connection.close()
-            raise OSError(f"no SFTP session to {node}") from None
 
     def close_connections(self) -> None:
         with self._cache_lock:

@@ -15,7 +15,6 @@ The actions mean what they mean on the local testbed (`testbed.local.faults`):
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -92,13 +91,21 @@ class RemoteFaults:
 
     def reset(self) -> None:
         """Undo what the timeplan changed (the next cell starts from the layout); stopped
-        agents stay stopped: every cell starts agents of its own."""
+        agents stay stopped: every cell starts agents of its own. Raises the first
+        failure after trying everything: a node left out of the mesh spoils later cells."""
+        failures: list[Exception] = []
         for node in list(self.down):
-            with contextlib.suppress(Exception):
+            try:
                 self.join(node)
+            except Exception as error:
+                failures.append(error)
         for node in list(self.loaded):
-            with contextlib.suppress(Exception):
+            try:
                 self.load(node, 0.0)
+            except Exception as error:
+                failures.append(error)
         if self.undo_degrade is not None:
             self.undo_degrade()
         self.agents_down.clear()
+        if failures:
+            raise failures[0]

@@ -4,6 +4,7 @@ While a cell runs, the harness follows the agents' event logs and the prediction
 trigger logs on the nodes. `RemoteLogs` keeps one SSH connection per node and, per
 file, how far it has read: each refresh fetches only the bytes appended since, and
 only complete lines count (a line being written is kept until its newline arrives).
+A node that cannot be read keeps what was read before; its session is reopened.
 A file that shrank was recreated (a new cell, a restarted agent): it is read again
 from the start. Refreshes of one file are at most `min_interval_s` apart, so callers
 may ask as often as they like.
@@ -11,7 +12,6 @@ may ask as often as they like.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -47,8 +47,10 @@ class RemoteLogs:
         sftp_of: Callable[[str], SftpLike],
         min_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        broken: Callable[[str], None] | None = None,
     ) -> None:
         self._sftp_of = sftp_of
+        self._broken = broken  # told when a node's session failed: open a new one next
         self.min_interval_s = min_interval_s
         self._clock = clock
         self._tails: dict[tuple[str, str], _Tail] = {}
@@ -75,8 +77,11 @@ class RemoteLogs:
             if not fresh and now - tail.read_at < self.min_interval_s:
                 return list(tail.lines)
             tail.read_at = now
-            with contextlib.suppress(OSError, EOFError):
+            try:
                 self._refresh(node, path, tail)
+            except Exception:  # OSError, EOFError, paramiko's SSHException: unreachable now
+                if self._broken is not None:
+                    self._broken(node)
             return list(tail.lines)
 
     def _refresh(self, node: str, path: str, tail: _Tail) -> None:

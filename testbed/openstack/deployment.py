@@ -9,8 +9,10 @@ with sudo, through the jump host where one is configured.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,6 +84,26 @@ def parse_jump(jump_host: str) -> tuple[str | None, str, int]:
     return (user or None), host, int(port or 22)
 
 
+class AcceptNew(paramiko.MissingHostKeyPolicy):
+    """Record an unknown host's key in `known_hosts` (whole file rewritten atomically,
+    one writer at a time); a known host with another key is refused by paramiko."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, known_hosts: Path) -> None:
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: Any) -> None:
+        with self._lock:
+            keys = paramiko.HostKeys()
+            with contextlib.suppress(OSError):
+                keys.load(str(self.known_hosts))
+            keys.add(hostname, key.get_name(), key)
+            partial = self.known_hosts.with_name(self.known_hosts.name + ".part")
+            keys.save(str(partial))
+            partial.replace(self.known_hosts)
+
+
 class OpenStackDeployment(Deployment):
     """The servers of one provisioned testbed as deployment nodes."""
 
@@ -110,37 +132,57 @@ class OpenStackDeployment(Deployment):
         self.spec = spec
         self.key = key
         self.known_hosts = known_hosts
+        self._jump: Connection | None = None
         self.deploy_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.inventory_path, inventory_yaml(inventory))
 
     def _connect_kwargs(self) -> dict[str, Any]:
         return {"key_filename": str(self.key), "look_for_keys": False, "allow_agent": False}
 
+    def _host_keys(self, client: paramiko.SSHClient) -> None:
+        """As ansible's StrictHostKeyChecking=accept-new: a new server's key is recorded,
+        a changed one is refused."""
+        self.known_hosts.touch(mode=0o600, exist_ok=True)
+        client.load_host_keys(str(self.known_hosts))
+        client.set_missing_host_key_policy(AcceptNew(self.known_hosts))
+
+    def _gateway(self) -> Connection | None:
+        """The jump host's connection, one for the whole deployment (fabric does not
+        close a gateway with the connections that use it)."""
+        if not self.spec.jump_host:
+            return None
+        with self._cache_lock:
+            if self._jump is None:
+                user, host, port = parse_jump(self.spec.jump_host)
+                self._jump = Connection(
+                    host,
+                    user=user,
+                    port=port,
+                    connect_kwargs={"key_filename": str(self.key)},  # the agent's keys too
+                    connect_timeout=15,
+                )
+                self._host_keys(self._jump.client)
+            return self._jump
+
     def connection(self, node: str) -> Connection:
-        gateway = None
-        if self.spec.jump_host:
-            user, host, port = parse_jump(self.spec.jump_host)
-            gateway = Connection(
-                host,
-                user=user,
-                port=port,
-                connect_kwargs={"key_filename": str(self.key)},  # the agent's keys too
-                connect_timeout=15,
-            )
         connection = Connection(
             self.hosts[node]["ansible_host"],
             port=int(self.hosts[node].get("ansible_port", 22)),
             user=self.spec.ssh_user,
-            gateway=gateway,
+            gateway=self._gateway(),
             connect_kwargs=self._connect_kwargs(),
             connect_timeout=15,
         )
-        # as ansible's StrictHostKeyChecking=accept-new: a new server's key is recorded,
-        # a changed one is refused
-        self.known_hosts.touch(mode=0o600, exist_ok=True)
-        connection.client.load_host_keys(str(self.known_hosts))
-        connection.client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+        self._host_keys(connection.client)
         return connection
+
+    def close_connections(self) -> None:
+        super().close_connections()
+        with self._cache_lock:
+            jump, self._jump = self._jump, None
+        if jump is not None:
+            with contextlib.suppress(Exception):
+                jump.close()
 
     def mesh_macs(self) -> dict[str, str]:
         """Interface MAC -> node over every mesh port (batman-adv names neighbours so)."""

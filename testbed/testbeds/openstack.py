@@ -150,24 +150,33 @@ class OpenStackTestbed(DeployedTestbed):
         return deployment
 
     def close(self) -> None:
+        """Delete the servers (unless kept); servers that stay get their services stopped."""
         if self.deployment is not None:
             self.deployment.close_connections()
+        if self._provisioned and not self.keep:
+            self._teardown()  # deleting the servers stops everything on them
+            return
+        if self.deployment is not None:
             with contextlib.suppress(Exception):
                 self.deployment.stage("09-stop.yml", stop_mesh=True)
-        if not self._provisioned:
-            return
-        if self.keep:
-            if self.handover:
-                return
+        if self._provisioned and not self.handover:
             self.console.print(
                 f"kept: the servers of {self.spec.testbed_id} stay on {self.cloud}; "
                 f"`testbed down --testbed openstack --cloud {self.cloud} --id "
                 f"{self.spec.testbed_id}` removes them"
             )
-            return
+
+    def _teardown(self) -> None:
         from testbed.openstack.provider import down
 
-        removed, remaining = down(self.spec.testbed_id, self.cloud)
+        try:
+            removed, remaining = down(self.spec.testbed_id, self.cloud)
+        except Exception as error:  # the run's own failure must stay the one reported
+            self.console.print(
+                f"teardown of {self.spec.testbed_id} failed ({error}); run `testbed down "
+                f"--testbed openstack --cloud {self.cloud} --id {self.spec.testbed_id}`"
+            )
+            return
         left = {kind: n for kind, n in remaining.items() if n}
         self.console.print(
             f"teardown of {self.spec.testbed_id} on {self.cloud}: "

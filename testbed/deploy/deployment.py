@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -31,6 +32,10 @@ from testbed.deploy.remote_logs import RemoteLogs
 from testbed.results.atomic import atomic_write_text
 
 AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out")
+# paramiko's transport threads log a connection torn down under them (a relay or jump
+# host gone while a channel closes) as tracebacks on stderr; failures that matter reach
+# the harness as exceptions, so its own log stays out of the user's terminal
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 STREAM_DIR = "streams/"  # a directory: everything in it is fetched
 
 

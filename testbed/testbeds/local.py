@@ -28,6 +28,7 @@ import shutil
 import signal
 import time
 import urllib.request
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -52,13 +53,12 @@ from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
 from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
 from testbed.testbeds.deployed import (
-    CITYPULSE,
     DeployedTestbed,
     HostLoad,
     citypulse_sources,
     settings_view,
 )
-from testbed.workload.citypulse import FEATURES, features, find_sensor_files, load_sensor_file
+from testbed.workload.citypulse import FEATURES, features, load_sensor_file
 from testbed.workload.detectors import DATA_OF
 from testbed.workload.synthetic import SyntheticSpec, generate
 
@@ -87,7 +87,6 @@ class LocalTestbed(DeployedTestbed):
         self.state: LocalState | None = None
         self.plan: LocalPlan | None = None
         self.secret = new_secret()
-        self.samples = self._stream_data()
         self.sources = citypulse_sources()
         self.run_dir: Path | None = None
         self.deployment: LocalDeployment | None = None
@@ -235,13 +234,15 @@ class LocalTestbed(DeployedTestbed):
         return path.read_text().splitlines() if path.exists() else []
 
     # --- data -------------------------------------------------------------------------
-    def _stream_data(self) -> dict[str, np.ndarray]:
+    @cached_property
+    def samples(self) -> dict[str, np.ndarray]:
+        """Each model's stream data, for the trigger driver of direct cells (read once,
+        when a direct cell first needs it)."""
         data: dict[str, np.ndarray] = {}
-        files = find_sensor_files(CITYPULSE) if CITYPULSE.is_dir() else []
         for model, kind in DATA_OF.items():
-            match = [p for p in files if p.name.startswith(f"{kind}Data")]
-            if match:
-                frame, _ = load_sensor_file(match[0])
+            source = self.sources.get(kind)
+            if source is not None:
+                frame, _ = load_sensor_file(source)
                 data[model] = features(frame, kind)  # type: ignore[arg-type]
             else:
                 frame = generate(SyntheticSpec(kind=kind, samples=20000), np.random.default_rng(0))  # type: ignore[arg-type]

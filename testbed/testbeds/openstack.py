@@ -25,7 +25,6 @@ from rich.console import Console
 from testbed.agent.configs import layout_agent_configs
 from testbed.agent.service import AgentConfig
 from testbed.deploy.deployment import Deployment
-from testbed.deploy.inventory import hosts_of
 from testbed.deploy.remote_faults import RemoteFaults
 from testbed.errors import UserError
 from testbed.experiment.plan import Cell
@@ -33,6 +32,7 @@ from testbed.local.agents import new_secret
 from testbed.local.provider import CGROUP_ROOT
 from testbed.network.topology import build_topology
 from testbed.openstack.config import OpenStackSpec
+from testbed.openstack.deployment import OpenStackDeployment
 from testbed.spec.experiment import ResolvedExperiment
 from testbed.testbeds.deployed import DeployedTestbed, citypulse_sources
 
@@ -124,7 +124,6 @@ class OpenStackTestbed(DeployedTestbed):
         """Provision, then deploy the base, the mesh and the drift (once per run)."""
         if self.deployment is not None:
             return self.deployment
-        from testbed.openstack.deployment import OpenStackDeployment
         from testbed.openstack.provider import Paths
 
         inventory = self._provision()
@@ -185,15 +184,12 @@ class OpenStackTestbed(DeployedTestbed):
         )
 
     # --- hooks of the deployed cell runner --------------------------------------------
-    def _hosts(self) -> dict[str, dict[str, Any]]:
-        assert self.deployment is not None
-        return hosts_of(yaml.safe_load(self.deployment.inventory_path.read_text()))
-
     def _agent_configs(
         self, cell: Cell, overrides: dict[str, dict[str, Any]]
     ) -> dict[str, AgentConfig]:
         deployment = self._ensure_up()
-        hosts = self._hosts()
+        assert isinstance(deployment, OpenStackDeployment)
+        hosts = deployment.hosts  # the run's inventory, as the deployment read it
         return layout_agent_configs(
             self.topology,
             {node: hosts[node]["mesh_address"] for node in self.topology.nodes},
@@ -208,8 +204,6 @@ class OpenStackTestbed(DeployedTestbed):
         )
 
     def _agent_extras(self) -> tuple[dict[str, str], dict[str, str] | None]:
-        from testbed.openstack.deployment import OpenStackDeployment
-
         deployment = self._ensure_up()
         assert isinstance(deployment, OpenStackDeployment)
         return {}, deployment.mesh_macs() if self.mesh == "batman-adv" else None

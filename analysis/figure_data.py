@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
+from testbed.experiment.optimum_cells import NOT_PROVEN, OPTIMUM, UNPROVEN_WHY
+
+CellKey = tuple[int, int]
+"""(stream count, repetition) of a cell."""
 HOP_LEVELS = [0, 1, 2, 3, 4]
 
 
@@ -92,9 +98,42 @@ def network_cells(triggers: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def optimum_gap(triggers: pd.DataFrame, optimum: str = "optimum") -> pd.DataFrame:
-    """Executed jobs of each scheduler as a share of the optimum's, per cell."""
+def unproven_optimum_cells(triggers: pd.DataFrame, optimum: str = OPTIMUM) -> set[CellKey]:
+    """(stream count, repetition) of the optimum's cells whose rows say the solver did not
+    prove them (`testbed.twin.optimum` marks their rows)."""
+    if triggers.empty or "scheduler" not in triggers:
+        return set()
+    mine = triggers[triggers["scheduler"] == optimum]
+    marked = pd.Series(False, index=mine.index)
+    if "drop_reason" in mine:
+        marked |= mine["drop_reason"].eq(NOT_PROVEN).fillna(False).astype(bool)
+    if "why" in mine:
+        marked |= mine["why"].eq(UNPROVEN_WHY).fillna(False).astype(bool)
+    hit = mine[marked]
+    return {(int(c), int(r)) for c, r in zip(hit["stream_count"], hit["repetition"], strict=True)}
+
+
+def without_cells(
+    triggers: pd.DataFrame, cells: Iterable[CellKey], scheduler: str = OPTIMUM
+) -> pd.DataFrame:
+    """`triggers` without `scheduler`'s rows in the given (stream count, repetition) cells:
+    an unproven optimum's schedule is no optimum, so no drop rate or share may use it."""
+    drop = set(cells)
+    if not drop or triggers.empty:
+        return triggers
+    keys = zip(triggers["stream_count"], triggers["repetition"], strict=True)
+    in_cells = pd.Series([(int(c), int(r)) in drop for c, r in keys], index=triggers.index)
+    return triggers[~((triggers["scheduler"] == scheduler) & in_cells)]
+
+
+def optimum_gap(
+    triggers: pd.DataFrame, optimum: str = OPTIMUM, unproven: Iterable[CellKey] = ()
+) -> pd.DataFrame:
+    """Executed jobs of each scheduler as a share of the optimum's, per cell whose optimum
+    is proven: cells in `unproven` (and those the rows mark unproven) are left out."""
     keys = ["stream_count", "repetition"]
+    left_out = set(unproven) | unproven_optimum_cells(triggers, optimum)
+    triggers = without_cells(triggers, left_out, optimum)
     executed = (
         triggers.assign(executed=triggers["outcome"] == "executed")
         .groupby(["scheduler", *keys])["executed"]
@@ -108,3 +147,16 @@ def optimum_gap(triggers: pd.DataFrame, optimum: str = "optimum") -> pd.DataFram
     merged = executed.merge(best[[*keys, "optimum"]], on=keys)
     merged["share"] = merged["executed"] / merged["optimum"].where(merged["optimum"] > 0)
     return merged
+
+
+def optimum_trivial_counts(triggers: pd.DataFrame, optimum: str = OPTIMUM) -> list[int]:
+    """Stream counts at which the optimum executes every trigger in every cell it has
+    there: capacity does not bind, the optimum drops 0 % by construction and its gap says
+    nothing. Pass proven cells only (`without_cells`)."""
+    mine = triggers[triggers["scheduler"] == optimum]
+    if mine.empty:
+        return []
+    every = mine.groupby("stream_count")["outcome"].agg(
+        lambda outcomes: bool((outcomes == "executed").all())
+    )
+    return sorted(int(c) for c, all_run in every.items() if all_run)

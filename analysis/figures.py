@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from analysis import figure_data
-from analysis.run_data import RunData
+from analysis.run_data import RunData, proven_only, unproven_optimum
+from testbed.experiment.optimum_cells import OPTIMUM, OptimumCell
 from testbed.results.atomic import atomic_write
 
 PANELS_PER_ROW = 4
@@ -249,10 +251,14 @@ def fig8(run: RunData, out: Path) -> list[Path]:
     return save(fig, out, "fig8_network_cost")
 
 
-def fig7(run: RunData, out: Path) -> list[Path]:
+def fig7(run: RunData, out: Path, unproven: Sequence[OptimumCell] = ()) -> list[Path]:
+    """Drop rate per stream count. `run` must hold no optimum rows of `unproven` cells
+    (`proven_only`): those have no drop rate, and are drawn as their dual bound, a lower
+    bound on the drop rate ("^": at least this)."""
     cells = figure_data.drop_rates(run.triggers).assign(drop_pct=lambda f: f["drop_rate"] * 100)
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    palette = _palette(list(dict.fromkeys(cells["scheduler"])))
+    names = list(dict.fromkeys(cells["scheduler"]))
+    palette = _palette(names + ([OPTIMUM] if unproven and OPTIMUM not in names else []))
     sns.lineplot(
         data=cells,
         x="stream_count",
@@ -276,6 +282,16 @@ def fig7(run: RunData, out: Path) -> list[Path]:
         legend=False,
         ax=ax,
     )
+    if unproven:
+        ax.plot(
+            [c.stream_count for c in unproven],
+            [c.drop_rate_bound * 100 for c in unproven],
+            marker="^",
+            linestyle="none",
+            markerfacecolor="none",
+            color=palette[OPTIMUM],
+            label=f"optimum not proven ({len(unproven)} cells): drops >= dual bound",
+        )
     reference: dict[Any, float] = run.reference.get("drop_rate_pct", {})
     if reference:
         xs = [int(k) for k in reference]
@@ -297,7 +313,11 @@ def draw_all(run: RunData, out: Path | None = None) -> list[Path]:
         return []
     if run.kind == "resource-optimization":
         return fig5(run, out)
-    return fig6(run, out) + fig7(run, out) + fig8(run, out)
+    unproven = unproven_optimum(run)  # no optimum there: left out, fig. 7 shows its bound
+    run = proven_only(run, unproven)
+    if run.triggers.empty:  # nothing but unproven optimum cells: the report says so
+        return []
+    return fig6(run, out) + fig7(run, out, unproven) + fig8(run, out)
 
 
 def fig_scale(table: pd.DataFrame, out: Path, title: str) -> list[Path]:

@@ -12,7 +12,8 @@ import pandas as pd
 
 from analysis import figure_data
 from analysis.figures import draw_all
-from analysis.run_data import RunData, load_run
+from analysis.run_data import RunData, load_run, proven_only, unproven_optimum
+from testbed.experiment.optimum_cells import OPTIMUM, OptimumCell, mean_drop_bound
 from testbed.results.atomic import atomic_write_text
 
 
@@ -57,7 +58,17 @@ def _header(run: RunData) -> list[str]:
     return lines
 
 
+def _unproven_note(cells: list[OptimumCell]) -> str:
+    """An unproven optimum's only proven number: the dual bound, as drops of at least."""
+    bound = _pct(mean_drop_bound(cells))
+    return f"not proven in {len(cells)} cell(s): drops >= {bound} (dual bound)"
+
+
 def _scheduling_section(run: RunData) -> list[str]:
+    # the optimum's cells the solver did not prove have no optimum: every table below
+    # leaves them out and shows their dual bound instead
+    unproven = unproven_optimum(run)
+    run = proven_only(run, unproven)
     ref = run.reference
     summary = figure_data.drop_rate_summary(run.triggers)
     present = list(dict.fromkeys(summary["scheduler"]))
@@ -70,19 +81,35 @@ def _scheduling_section(run: RunData) -> list[str]:
         row = [str(count), f"{paper[count]:.2f} %" if count in paper else "–"]
         for name in schedulers:
             s = summary[(summary["scheduler"] == name) & (summary["stream_count"] == count)]
+            open_cells = [c for c in unproven if c.stream_count == count]
+            note = _unproven_note(open_cells) if name == OPTIMUM and open_cells else ""
             if s.empty:
-                row.append("–")
+                row.append(note or "–")
                 continue
             r = s.iloc[0]
             sd = 0.0 if pd.isna(r["std"]) else r["std"]
             row.append(
                 f"{r['mean'] * 100:.1f} ± {sd * 100:.1f} % "
                 f"({r['min'] * 100:.0f}–{r['max'] * 100:.0f}, n={int(r['repetitions'])})"
+                + (f"; {note}" if note else "")
             )
         rows.append(row)
+    if unproven and OPTIMUM not in schedulers:
+        schedulers.append(OPTIMUM)  # no proven cell at all: still a column, saying so
+        for row, count in zip(rows, counts, strict=True):
+            open_cells = [c for c in unproven if c.stream_count == count]
+            row.append(_unproven_note(open_cells) if open_cells else "–")
     lines = ["## Drop rate by stream count (Fig. 7)", ""]
     lines += _table(["streams", "paper (LOS)", *schedulers], rows)
     lines += ["", "Mean ± sd over repetitions (min–max, n repetitions).", ""]
+    if unproven:
+        lines += [
+            f"The optimum's ILP was not proven optimal in {len(unproven)} cell(s) (solver "
+            "time limit, `optimum_time_limit_s`): they have no drop rate and are left out "
+            "of every mean and share here; their dual bound gives a lower bound on the "
+            "optimum's drop rate (mean over those cells).",
+            "",
+        ]
 
     shares = figure_data.hop_shares(run.triggers)
     hop_ref = {
@@ -125,11 +152,16 @@ def _scheduling_section(run: RunData) -> list[str]:
         parts = []
         for count in counts:
             here = own[own["stream_count"] == count].sort_values("share", ascending=False)
-            text = ", ".join(f"{r.reason} {_pct(r.share)}" for r in here.itertuples()) or "none"
+            text = ", ".join(f"{r.reason} {_pct(r.share)}" for r in here.itertuples())
+            if not text and name == OPTIMUM and any(c.stream_count == count for c in unproven):
+                text = "not proven"
+            text = text or "none"
             parts.append(f"  * {count} streams: {text}")
         lines += [f"* {name} (share of all triggers):", *parts]
+        if name == OPTIMUM and unproven:
+            lines.append(f"  * left out: {len(unproven)} cell(s) not proven optimal")
     lines.append("")
-    lines += _optimum_section(run, counts)
+    lines += _optimum_section(run, counts, unproven)
     lines += _network_section(run, counts)
     lines += _claims(summary, schedulers)
     if ref.get("notes"):
@@ -159,12 +191,13 @@ def _optimum_events(run: RunData) -> list[dict[str, Any]]:
     return found
 
 
-def _optimum_section(run: RunData, counts: list[int]) -> list[str]:
+def _optimum_section(run: RunData, counts: list[int], unproven: list[OptimumCell]) -> list[str]:
+    """The gap to the optimum, over the cells whose optimum is proven (`run` holds no
+    other optimum rows); the unproven ones are listed with their dual bounds."""
     gap = figure_data.optimum_gap(run.triggers)
-    if gap.empty:
+    if gap.empty and not unproven:
         return []
     events = _optimum_events(run)
-    unproven = [e for e in events if not e.get("proven")]
     lines = [
         "## Gap to the offline optimum",
         "",
@@ -176,13 +209,19 @@ def _optimum_section(run: RunData, counts: list[int]) -> list[str]:
     ]
     if unproven:
         lines.append(
-            f"NOT A BOUND in {len(unproven)} cell(s): the solver hit its time limit; "
-            "there only the dual bound is an upper bound: "
+            f"NOT PROVEN in {len(unproven)} of {max(len(events), len(unproven))} cell(s): "
+            "the solver hit its time limit, so those cells have no optimum and are left "
+            "out of the table below; only their dual bound is proven (an upper bound on "
+            "executed jobs, so a lower bound on the drop rate): "
             + ", ".join(
-                f"{e['cell']} (found {e['executed']}, bound {e['bound']})" for e in unproven
+                f"{c.cell} (found {c.executed} of {c.triggers}, bound {c.bound}: drops >= "
+                f"{_pct(c.drop_rate_bound)})"
+                for c in unproven
             )
         )
         lines.append("")
+        if gap.empty:
+            return lines
     elif events:
         solve = max(float(e.get("solve_s", 0.0)) for e in events)
         lines.append(
@@ -197,6 +236,8 @@ def _optimum_section(run: RunData, counts: list[int]) -> list[str]:
     rows = []
     for count in counts:
         row = [str(count), f"{best.get(count, float('nan')):.1f}"]
+        open_cells = [c for c in unproven if c.stream_count == count]
+        row.append(_unproven_note(open_cells) if open_cells else "none")
         for name in names:
             if (name, count) not in summary.index:
                 row.append("–")
@@ -205,8 +246,13 @@ def _optimum_section(run: RunData, counts: list[int]) -> list[str]:
             sd = 0.0 if pd.isna(r["std"]) else r["std"]
             row.append(f"{r['mean'] * 100:.1f} ± {sd * 100:.1f} %")
         rows.append(row)
-    lines += _table(["streams", "optimum executed (mean)", *names], rows)
-    lines += ["", "Executed jobs as a share of the optimum's, mean ± sd over repetitions.", ""]
+    lines += _table(["streams", "optimum executed (mean)", "unproven cells", *names], rows)
+    lines += [
+        "",
+        "Executed jobs as a share of the optimum's, mean ± sd over the repetitions whose "
+        "optimum is proven.",
+        "",
+    ]
     mine = run.triggers[run.triggers["scheduler"] == "optimum"]
     per_cell = mine.groupby(["stream_count", "repetition"])["outcome"].agg(
         lambda outcomes: bool((outcomes == "executed").all())
@@ -386,7 +432,7 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
     return [*lines, ""]
 
 
-def write_report(run_dir: Path | str) -> list[Path]:
+def write_report(run_dir: Path | str | RunData) -> list[Path]:
     """Draw the figures and write report.md; return the figure files."""
     run = load_run(run_dir)
     written = draw_all(run)

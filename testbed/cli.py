@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +21,76 @@ PHASES_OF_BOX = ("all", "install", "configure", "health", "status", "ready", "st
 
 def _console() -> Console:
     return Console(stderr=True, highlight=False)
+
+
+def _print_error(error: UserError) -> None:
+    line = " ".join(str(error).split())  # one line, whatever a path or value holds
+    _console().print("[bold red]error:[/]", escape(line), soft_wrap=True)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming the flag and a fix (exit 2), as every
+    other user mistake; no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(_flag_error(self.prog, message))
+        sys.exit(2)
+
+
+def _flag_error(prog: str, message: str) -> UserError:
+    fix = f"see `{prog} --help`"
+    if message.startswith("argument "):
+        name, _, problem = message.removeprefix("argument ").partition(": ")
+        flag = name.split("/")[-1]
+        where = f"flag {flag}" if flag.startswith("-") else f"argument {flag}"
+        problem, _, own_fix = problem.partition(". Fix: ")
+        if own_fix:
+            fix = own_fix
+        elif problem.startswith("invalid int value"):
+            fix = f"give a whole number; {fix}"
+        elif problem.startswith("invalid float value"):
+            fix = f"give a number; {fix}"
+        elif problem.startswith("expected"):
+            fix = f"give a value after {flag}; {fix}"
+        return UserError(where, problem, fix)
+    if message.startswith("unrecognized arguments: "):
+        extra = message.removeprefix("unrecognized arguments: ")
+        first = extra.split()[0] if extra.split() else extra
+        where = f"flag {first}" if first.startswith("-") else f"argument {first}"
+        return UserError(where, f"not known to `{prog}` (got: {extra})", fix)
+    if message.startswith("the following arguments are required: "):
+        missing = message.removeprefix("the following arguments are required: ")
+        first = missing.split(", ")[0]
+        where = f"flag {first}" if first.startswith("-") else f"argument {first}"
+        return UserError(where, f"missing (required: {missing})", f"give it; {fix}")
+    return UserError(prog, message, fix)
+
+
+def _number(
+    kind: type[int] | type[float], low: float, high: float, example: str
+) -> Callable[[str], Any]:
+    """An argparse type: a finite int or float within [low, high]."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {noun}. Fix: give a {noun}, e.g. {example}"
+            ) from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text} is outside {kind(low)}..{kind(high)}. Fix: give a {noun} in that range, "
+                f"e.g. {example}"
+            )
+        return value
+
+    parse.__name__ = noun
+    return parse
+
+
+SEED = _number(int, 0, 2**32 - 1, "--seed 7 (seeds are 32-bit, as numpy.random.seed)")
 
 
 def _load(  # type: ignore[no-untyped-def]
@@ -35,11 +107,28 @@ def _load(  # type: ignore[no-untyped-def]
     if seed is not None:
         overrides["seed"] = seed
     if calibration is not None:
+        if "\x00" in calibration or not Path(calibration).is_file():
+            what = "a directory" if Path(calibration).is_dir() else "file not found"
+            raise UserError(
+                f"flag --calibration {calibration}",
+                what,
+                "give a calibration file, e.g. experiments/calibration/calibrated.yaml",
+            )
         overrides["calibration"] = str(Path(calibration).resolve())
     if schedulers is not None:
         from testbed.los.schedulers import LOS_PLUS_ABLATION
 
         names = [name.strip() for name in schedulers.split(",") if name.strip()]
+        known = sorted(scheduler_names() | {"los-plus-ablation"})
+        if not names:
+            raise UserError(
+                "flag --scheduler", f"no scheduler named in {schedulers!r}", f"use {known}"
+            )
+        for name in names:
+            if name != "los-plus-ablation" and name not in scheduler_names():
+                raise UserError(
+                    "flag --scheduler", f"unknown scheduler '{name}'", f"use one of {known}"
+                )
         expanded = [
             n
             for name in names
@@ -77,37 +166,39 @@ def _testbed_options(args: argparse.Namespace, keep: bool) -> dict[str, Any] | N
 
 
 def _report(run_dir: Path, console: Console) -> list[Path]:
+    from analysis.run_data import load_run
+
+    run = load_run(run_dir)  # a damaged run directory fails here, before any figure
     from analysis.report import write_report
 
-    written = write_report(run_dir)
+    written = write_report(run)
     console.print(f"report: {run_dir / 'report.md'} ({len(written)} figure files)")
     return written
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
-    if not (run_dir / "manifest.json").is_file():
-        raise UserError(
-            str(run_dir),
-            "not a run directory (no manifest.json)",
-            "pass a directory under results/ made by 'testbed run'",
-        )
     _report(run_dir, _console())
     print(run_dir / "report.md")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.run_data import load_run
+    from testbed.results.rundir import comparable_problem
+
+    first, second = load_run(Path(args.run_dir)), load_run(Path(args.other))
+    problem = comparable_problem(first.manifest, second.manifest)
+    if problem is not None:
+        raise UserError(
+            args.run_dir,
+            f"{problem} ({args.other})",
+            "compare two runs of the same experiment spec, e.g. one on the local testbed "
+            "and one on the twin",
+        )
     from analysis.compare import compare_runs
 
-    for run_dir in (args.run_dir, args.other):
-        if not (Path(run_dir) / "manifest.json").is_file():
-            raise UserError(
-                run_dir,
-                "not a run directory (no manifest.json)",
-                "pass directories under results/ made by 'testbed run'",
-            )
-    print(compare_runs(Path(args.run_dir), Path(args.other)))
+    print(compare_runs(first, second))
     return 0
 
 
@@ -222,13 +313,24 @@ def cmd_bench_schedulers(args: argparse.Namespace) -> int:
 
 def cmd_scale(args: argparse.Namespace) -> int:
     from testbed.scale import run_scale
+    from testbed.spec.layout import MAX_NODES
 
     try:
         sizes = [int(n) for n in args.nodes.split(",")]
     except ValueError:
         raise UserError(
-            "--nodes", f"not a list of integers: {args.nodes!r}", "e.g. 50,100,200"
+            "flag --nodes", f"not a list of integers: {args.nodes!r}", "e.g. --nodes 50,100,200"
         ) from None
+    wrong = [n for n in sizes if not 3 <= n <= MAX_NODES]
+    if wrong or len(set(sizes)) != len(sizes):
+        raise UserError(
+            "flag --nodes",
+            f"sizes {wrong} are outside 3..{MAX_NODES} (a layout needs a node per layer; the "
+            "generator holds N x N tables)"
+            if wrong
+            else f"a size is given twice in {args.nodes!r}",
+            "give distinct sizes from 3 to 5000, e.g. --nodes 50,100,200",
+        )
     schedulers = [n.strip() for n in args.scheduler.split(",")] if args.scheduler else None
     return run_scale(
         Path(args.spec), sizes, args.streams_per_node, schedulers, args.duration, Path(args.results)
@@ -236,10 +338,13 @@ def cmd_scale(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_workload(args: argparse.Namespace) -> int:
+    from testbed.workload.citypulse import data_dir_from_flag
+
+    data = data_dir_from_flag(args.data)  # before the (slow) imports and the benchmark
+
     from testbed.workload.bench import run_workload_bench
 
-    data = Path(args.data)
-    return run_workload_bench(data if data.is_dir() else None)
+    return run_workload_bench(data)
 
 
 def cmd_bench_local(args: argparse.Namespace) -> int:
@@ -256,24 +361,41 @@ def cmd_bench_local(args: argparse.Namespace) -> int:
     return run_local_bench(Path(args.layout), args.triggers)
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from testbed.workload.citypulse import check_path
+
+    for line in check_path(Path(args.path)):
+        print(line)
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
     from testbed.workload.citypulse import FEATURES, load_sensor_file
+    from testbed.workload.endpoints import parse_host_port
     from testbed.workload.replayer import replay, rotated, samples_of, schedule
 
-    host, _, port = args.to.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError("--to", f"not HOST:PORT: {args.to!r}", "e.g. --to 10.0.0.5:7001")
+    host, port = parse_host_port(args.to, "--to")
+    _check_replay_flags(args)
     if args.file.startswith("synthetic:"):  # synthetic:KIND:SEED, the CityPulse schema
         import numpy as np
 
         from testbed.workload.synthetic import SyntheticSpec, generate
 
-        _, kind, seed = [*args.file.split(":"), "0"][:3]
-        if kind not in FEATURES:
-            raise UserError("replay", f"no synthetic kind {kind!r}", f"use {sorted(FEATURES)}")
+        parts = args.file.split(":")
+        kind, seed = [*parts[1:], "0"][:2]
+        if kind not in FEATURES or len(parts) > 3:
+            raise UserError(
+                args.file,
+                f"no synthetic kind {kind!r}",
+                f"use synthetic:KIND[:SEED], KIND one of {sorted(FEATURES)}",
+            )
+        if not seed.isdigit():
+            raise UserError(
+                args.file, f"seed {seed!r} is not a whole number", "e.g. synthetic:traffic:3"
+            )
         frame = generate(SyntheticSpec(kind=kind, samples=20000), np.random.default_rng(int(seed)))  # type: ignore[arg-type]
         columns = FEATURES[kind]  # type: ignore[index]
     else:
@@ -281,8 +403,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         columns = FEATURES[report.kind]
     samples = samples_of(frame, columns)
     samples = rotated(samples, args.offset, args.limit or len(samples))
-    if (args.interval is None) == (args.speedup is None):
-        raise UserError("replay", "give one of --interval or --speedup", "e.g. --interval 0.25")
     offsets = schedule(
         samples, interval_s=args.interval, speedup=args.speedup, preroll=args.preroll
     )
@@ -291,10 +411,37 @@ def cmd_replay(args: argparse.Namespace) -> int:
         start_file = Path(args.start_file)
         while not start_file.exists():
             time.sleep(0.05)
-        args.start_at = float(start_file.read_text().strip() or time.time())
+        text = start_file.read_text().strip()
+        try:
+            args.start_at = float(text or time.time())
+        except ValueError:
+            raise UserError(
+                str(start_file),
+                f"not a Unix time: {text[:40]!r}",
+                "write seconds, e.g. 1700000000.5",
+            ) from None
     if args.start_at is not None:
         time.sleep(max(0.0, args.start_at - time.time()))
-    stats = asyncio.run(replay(stream, samples, offsets, host, int(port)))
+    try:
+        stats = asyncio.run(replay(stream, samples, offsets, host, port))
+    except ConnectionRefusedError:
+        raise UserError(
+            f"--to {args.to}",
+            "connection refused: nothing listens there",
+            "start the prediction job first (testbed predict --listen HOST:PORT) or fix the port",
+        ) from None
+    except TimeoutError:
+        raise UserError(
+            f"--to {args.to}",
+            "no connection within 10 s",
+            "check the host, the port and that no firewall drops the traffic",
+        ) from None
+    except OSError as error:
+        raise UserError(
+            f"--to {args.to}",
+            f"the stream failed: {error.strerror or error}",
+            "check that the prediction job runs and stays up at that address",
+        ) from None
     print(
         f"{stream}: {stats.sent} samples at {stats.rate_hz:.2f} Hz to {args.to} "
         f"(max lag {stats.max_lag_s * 1000:.1f} ms)"
@@ -302,15 +449,60 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_replay_flags(args: argparse.Namespace) -> None:
+    """Pacing flags of `replay`, before any data is read."""
+    import math
+
+    if (args.interval is None) == (args.speedup is None):
+        raise UserError("replay", "give one of --interval or --speedup", "e.g. --interval 0.25")
+    if args.interval is not None and not (math.isfinite(args.interval) and args.interval >= 0):
+        raise UserError(
+            "--interval", f"{args.interval} is not a number of seconds >= 0", "e.g. --interval 0.25"
+        )
+    if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 0):
+        raise UserError(
+            "--speedup", f"{args.speedup} is not a positive factor", "e.g. --speedup 600"
+        )
+    for flag, value, lowest in (
+        ("--limit", args.limit, 1),
+        ("--offset", args.offset, 0),
+        ("--preroll", args.preroll, 0),
+    ):
+        if value is not None and value < lowest:
+            raise UserError(flag, f"{value} is below {lowest}", f"give {flag} {lowest} or more")
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        text = path.read_text(encoding="ascii").strip()
+        return bytes.fromhex(text)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UserError(
+            f"--secret-file {path}",
+            f"not a readable hex secret ({getattr(error, 'strerror', None) or error})",
+            "give the file with the testbed's secret: one line of hex digits",
+        ) from None
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     import asyncio
     import json
 
     from testbed.jobs.model_repo import open_repository
+    from testbed.workload.endpoints import parse_host_port
     from testbed.workload.prediction_job import HttpTrainingHook, PredictionJob
 
-    host, _, port = args.listen.rpartition(":")
-    secret = bytes.fromhex(Path(args.secret_file).read_text().strip()) if args.secret_file else None
+    listen = args.listen if ":" in args.listen else f":{args.listen}"
+    host, port = parse_host_port(
+        f"127.0.0.1{listen}" if listen.startswith(":") else listen, "--listen", True
+    )
+    if args.samples < 1 or not args.poll > 0:
+        raise UserError(
+            "--samples" if args.samples < 1 else "--poll",
+            f"must be positive (got {args.samples if args.samples < 1 else args.poll})",
+            "e.g. --samples 1000 --poll 2",
+        )
+    secret = _read_secret(Path(args.secret_file)) if args.secret_file else None
     hook = (
         HttpTrainingHook(
             args.hook,
@@ -330,7 +522,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
 
     async def serve() -> None:
-        server = await job.serve(host or "127.0.0.1", int(port or 0))
+        try:
+            server = await job.serve(host, port)
+        except OSError as error:
+            raise UserError(
+                f"--listen {args.listen}",
+                f"cannot listen there: {error.strerror or error}",
+                "pick a free port on an address of this machine (port 0: any free port)",
+            ) from None
         bound = server.sockets[0].getsockname()
         print(json.dumps({"ready": True, "stream": args.stream, "port": bound[1]}), flush=True)
         poller = asyncio.create_task(job.poll_forever(args.poll))
@@ -405,6 +604,10 @@ def cmd_up(args: argparse.Namespace) -> int:
             "only the local and openstack testbeds are brought up (the twin needs nothing)",
             "use --testbed local or --testbed openstack",
         )
+    from testbed.spec.layout import refuse_too_big_for_local
+
+    layout = load_layout(Path(args.layout))  # a bad or too big layout: before the probe
+    refuse_too_big_for_local(layout, f"flag --layout {args.layout}")
     caps = probe()
     if not caps.local_testbed_ready:
         raise UserError(
@@ -412,7 +615,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"this machine cannot host the local testbed ({caps})",
             "run as root on Linux with network namespaces and cgroups",
         )
-    topology = build_topology(load_layout(Path(args.layout)))
+    topology = build_topology(layout)
     routing = "none" if caps.mesh in ("babel", "batman-adv") and args.mesh else "static"
     has_delay = caps.link_delay in ("netem", "nfqueue") and args.delay
     delay = Path(args.layout) if has_delay else None
@@ -529,7 +732,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for kind in kinds:
         if kind not in ("lstm", "autoencoder"):
             raise UserError("--models", f"unknown model '{kind}'", "use lstm and/or autoencoder")
-    data = Path(args.data) if args.data else None
+    from testbed.workload.citypulse import data_dir_from_flag
+
+    data = data_dir_from_flag(args.data)
     try:
         result = calibrate(
             kinds,
@@ -554,14 +759,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    parser = _OneLineParser(prog="testbed", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run one experiment spec on a testbed")
     run.add_argument("spec", help="experiment spec, e.g. experiments/los-scheduling.yaml")
-    run.add_argument("--testbed", default="twin", help="twin (default), local or openstack")
+    run.add_argument(
+        "--testbed",
+        default="twin",
+        choices=["twin", "local", "openstack"],
+        help="twin (default), local or openstack",
+    )
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
-    run.add_argument("--seed", type=int, help="override the spec's seed")
+    run.add_argument("--seed", type=SEED, help="override the spec's seed")
     run.add_argument("--calibration", help="use this calibration file instead of the spec's")
     run.add_argument(
         "--scheduler", help="comma-separated schedulers instead of the spec's, e.g. los,random"
@@ -621,24 +831,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument("spec", nargs="?", default=str(EXPERIMENTS_DIR / "scale.yaml"))
     scale.add_argument("--nodes", default="50,100,200,500,1000", help="sizes, comma-separated")
-    scale.add_argument("--streams-per-node", type=float, default=2.0)
+    scale.add_argument(
+        "--streams-per-node", type=_number(float, 0.001, 100, "--streams-per-node 2"), default=2.0
+    )
     scale.add_argument("--scheduler", help="comma-separated schedulers instead of the spec's")
-    scale.add_argument("--duration", type=float, help="simulated seconds per run")
+    scale.add_argument(
+        "--duration",
+        type=_number(float, 60, 30 * 86400, "--duration 3600"),
+        help="simulated seconds per run",
+    )
     scale.add_argument("--results", default="results")
     scale.set_defaults(func=cmd_scale)
 
     workload = sub.add_parser(
         "bench-workload", help="training time vs CPU limit (fresh/warm), detection quality"
     )
-    workload.add_argument("--data", default=str(Path("..") / "shared" / "data" / "citypulse"))
+    workload.add_argument(
+        "--data", help="CityPulse data directory (default: ../shared/data/citypulse if present)"
+    )
     workload.set_defaults(func=cmd_bench_workload)
 
     bench_local = sub.add_parser(
         "bench-local", help="local testbed: up/down, mesh, decision and per-hop latency"
     )
     bench_local.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
-    bench_local.add_argument("--triggers", type=int, default=30)
+    bench_local.add_argument(
+        "--triggers", type=_number(int, 1, 100_000, "--triggers 30"), default=30
+    )
     bench_local.set_defaults(func=cmd_bench_local)
+
+    data = sub.add_parser("data", help="CityPulse data files")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    data_check = data_sub.add_parser(
+        "check", help="load a CityPulse file or directory fully: rows, time span, hash"
+    )
+    data_check.add_argument("path", help="a sensor file, trafficMetaData.csv or a directory")
+    data_check.set_defaults(func=cmd_data_check)
 
     replay = sub.add_parser("replay", help="replay one sensor file as a live stream over TCP")
     replay.add_argument("file", help="a CityPulse sensor file, or synthetic:KIND[:SEED]")
@@ -680,7 +908,11 @@ def build_parser() -> argparse.ArgumentParser:
     up_.add_argument("--testbed", default="local")
     up_.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
     up_.add_argument("--id", default="los", help="testbed id (names its namespaces)")
-    up_.add_argument("--cpu-scale", type=float, help="node quota = vCPUs x 1000 m x this")
+    up_.add_argument(
+        "--cpu-scale",
+        type=_number(float, 0.001, 1, "--cpu-scale 0.5"),
+        help="node quota = vCPUs x 1000 m x this",
+    )
     up_.add_argument(
         "--no-mesh",
         dest="mesh",
@@ -728,14 +960,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument(
         "--limits", default="100,150,200,300,400,600,1000", help="millicores, comma-separated"
     )
-    calibrate.add_argument("--epochs", type=int, default=100)
-    calibrate.add_argument("--samples", type=int, default=1000)
-    calibrate.add_argument("--repeats", type=int, default=1)
+    calibrate.add_argument("--epochs", type=_number(int, 1, 10_000, "--epochs 100"), default=100)
+    calibrate.add_argument(
+        "--samples", type=_number(int, 12, 10_000_000, "--samples 1000"), default=1000
+    )
+    calibrate.add_argument("--repeats", type=_number(int, 1, 1000, "--repeats 1"), default=1)
     calibrate.add_argument("--mode", choices=["fresh", "warm"], default="fresh")
     calibrate.add_argument(
         "--data",
-        default=str(Path("..") / "shared" / "data" / "citypulse"),
-        help="CityPulse files to train on (synthetic data if absent)",
+        help="CityPulse data directory to train on (default: ../shared/data/citypulse if "
+        "present, else synthetic data)",
     )
     calibrate.add_argument("--out", help="write the calibration file here")
     calibrate.set_defaults(func=cmd_calibrate)
@@ -747,7 +981,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UserError as exc:
-        _console().print("[bold red]error:[/]", escape(str(exc)), soft_wrap=True)
+        _print_error(exc)
+        return 2
+    except OSError as exc:  # last resort: a file we could not open, named in one line
+        if exc.filename is None:
+            raise
+        _print_error(
+            UserError(
+                str(exc.filename),
+                exc.strerror or type(exc).__name__,
+                "check the path, that it is a file and that you may read (or write) it",
+            )
+        )
         return 2
     except RuntimeError as exc:
         from testbed.deploy.playbooks import DeployError

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -12,6 +14,44 @@ from testbed.spec.experiment import LosParams
 
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
+
+# --- prerequisites: skipped where missing, failed where CI requires them -----------------
+REQUIRE = {
+    "local-testbed": "LOS_REQUIRE_LOCAL_TESTBED",
+    "citypulse": "LOS_REQUIRE_CITYPULSE",
+    "openstack-box": "LOS_REQUIRE_OPENSTACK_BOX",
+}
+"""Each prerequisite and the variable that, set to 1, makes its absence a failure."""
+
+
+def required(what: str) -> bool:
+    return os.environ.get(REQUIRE[what]) == "1"
+
+
+def skip_or_fail(what: str, reason: str) -> NoReturn:
+    """Skip the test for a missing prerequisite, or fail it with the same reason where
+    the prerequisite is required (`LOS_REQUIRE_...=1`, as CI sets)."""
+    if required(what):
+        pytest.fail(f"{reason} ({REQUIRE[what]}=1: required here)", pytrace=False)
+    pytest.skip(reason)
+
+
+def prerequisite(what: str, missing: bool, reason: str) -> pytest.MarkDecorator:
+    """A `skipif` for prerequisites: skips when `missing`, or fails where required."""
+    return pytest.mark.prerequisite(what=what, missing=missing, reason=reason)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "prerequisite(what, missing, reason): skip if missing; fail if LOS_REQUIRE_... is 1",
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("prerequisite"):
+        if mark.kwargs["missing"]:
+            skip_or_fail(mark.kwargs["what"], mark.kwargs["reason"])
 
 
 def view(
@@ -75,15 +115,16 @@ def rng() -> random.Random:
     return random.Random(7)
 
 
-CITYPULSE = Path(
-    __import__("os").environ.get("LOS_CITYPULSE_DIR", REPO.parent / "shared" / "data" / "citypulse")
-)
+# beside the clone, as in CI (a clean clone with the shared folder at ../shared)
+CITYPULSE = Path(os.environ.get("LOS_CITYPULSE_DIR", REPO.parent / "shared" / "data" / "citypulse"))
 
 
 @pytest.fixture
 def citypulse() -> Path:
     if not CITYPULSE.is_dir():
-        pytest.skip(f"CityPulse sample not found at {CITYPULSE} (set LOS_CITYPULSE_DIR)")
+        skip_or_fail(
+            "citypulse", f"CityPulse sample not found at {CITYPULSE} (set LOS_CITYPULSE_DIR)"
+        )
     return CITYPULSE
 
 
@@ -95,8 +136,8 @@ def cpu_parent():  # type: ignore[no-untyped-def]
     try:
         hierarchy = detect()
     except CgroupUnavailable as exc:
-        pytest.skip(str(exc))
-    group = CpuGroup(hierarchy, f"los-testbed-test-{__import__('os').getpid()}").create()
+        skip_or_fail("local-testbed", str(exc))
+    group = CpuGroup(hierarchy, f"los-testbed-test-{os.getpid()}").create()
     group.set_limit_m(1000)
     yield group
     group.remove()

@@ -26,9 +26,12 @@ from testbed.network.topology import build_topology
 from testbed.spec.loader import load_layout
 from testbed.workload.citypulse import features, load_sensor_file
 
-pytestmark = pytest.mark.skipif(
+from .conftest import prerequisite
+
+pytestmark = prerequisite(
+    "local-testbed",
     os.geteuid() != 0 or any(shutil.which(c) is None for c in ("ip", "babeld", "nsenter")),
-    reason="needs root, iproute2, babeld and nsenter",
+    "needs root, iproute2, babeld and nsenter",
 )
 
 SMALL = """

@@ -20,7 +20,7 @@ from testbed.deploy.playbooks import PLAYBOOK_DIR, DeployError, playbook_env, ru
 from testbed.network.topology import Topology, build_topology
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, prerequisite
 
 ANSIBLE_PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
 
@@ -123,11 +123,12 @@ def _cmd(pid: int) -> str:
         return ""
 
 
-needs_root = pytest.mark.skipif(
+needs_root = prerequisite(
+    "local-testbed",
     os.geteuid() != 0
     or any(shutil.which(c) is None for c in ("ip", "ssh", "ssh-keygen"))
     or not Path("/usr/sbin/sshd").exists(),
-    reason="needs root, iproute2 and openssh (client and server; make system-packages)",
+    "needs root, iproute2 and openssh (client and server; make system-packages)",
 )
 
 

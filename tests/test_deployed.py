@@ -29,7 +29,7 @@ from testbed.openstack.inventory import PortFacts, ServerFacts, cloud_inventory
 from testbed.openstack.plan import plan_provision
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, prerequisite, skip_or_fail
 
 
 class LocalSftp:
@@ -142,14 +142,14 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root")
+@prerequisite("local-testbed", os.geteuid() != 0, "cgroups need root")
 def test_background_load_runs_under_its_limit_and_stops(tmp_path: Path) -> None:
     from testbed.jobs.cgroups import CgroupUnavailable, CpuGroup, detect
 
     try:
         hierarchy = detect()
     except CgroupUnavailable as err:
-        pytest.skip(str(err))
+        skip_or_fail("local-testbed", str(err))
     group = f"los-testbed/t-load-{os.getpid()}/background"
     started = _sh(cmd.start_load(sys.executable, str(tmp_path), group, 150.0))
     assert started.returncode == 0, started.stderr

@@ -20,12 +20,13 @@ from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, prerequisite
 
 NEEDS = ("ip", "babeld", "ping")
-local = pytest.mark.skipif(
+local = prerequisite(
+    "local-testbed",
     os.geteuid() != 0 or any(shutil.which(c) is None for c in NEEDS),
-    reason=f"needs root and {', '.join(NEEDS)} (make system-packages)",
+    f"needs root and {', '.join(NEEDS)} (make system-packages)",
 )
 
 

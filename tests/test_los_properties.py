@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed.los.decisions import Forward, RunHere, SendTo
+from testbed.los import schedulers
+from testbed.los.decisions import Decision, Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.feasibility import assess
 from testbed.los.job import RunRecord
 from testbed.los.placement import place
+from testbed.los.ranking import rank
 from testbed.los.runtime_model import RuntimeModel
-from testbed.los.schedulers import DecisionContext, Los
+from testbed.los.schedulers import DecisionContext, Los, Scheduler
 from testbed.los.views import NodeView
 from testbed.spec.experiment import LosParams
 
@@ -68,16 +72,47 @@ def worlds(draw: st.DrawFn) -> tuple[dict, RuntimeModel, LosParams, int]:
     return world, model, params, draw(st.integers(0, 2**31))
 
 
-@settings(max_examples=300, deadline=None)
-@given(worlds())
-def test_never_infeasible_while_a_feasible_neighbour_exists(case: tuple) -> None:
+def needless_drop(c: DecisionContext, decision: Decision) -> str | None:
+    """Why `decision` drops a job Algorithm 1 must place, or None.
+
+    LOS may drop only when (per `assess`, the method's feasibility rule, and `rank`, its
+    I_r + I_l ranking) the local node is infeasible and either the job may not move
+    (hop limit: `hops + 1 > max_hops`), or no feasible direct neighbour outside the token
+    exists, or the cycle rule fires: the best-ranked feasible neighbour was already
+    visited (possible only when tried nodes are not skipped)."""
+    if not isinstance(decision, Drop):
+        return None
+    p = c.params
+    if assess(c.job, c.model, c.local, p, True).feasible:
+        return f"dropped ({decision.reason}) a job its own node could run"
+    if c.hops + 1 > p.max_hops:
+        return None
+    feasible = [v for v in c.neighbours if assess(c.job, c.model, v, p, False).feasible]
+    open_nodes = [v.node for v in feasible if v.node not in c.token]
+    if not open_nodes:
+        return None
+    cycle = not p.skip_tried and rank(feasible)[0].node in c.token
+    if cycle and decision.reason == DropReason.CYCLE:
+        return None
+    return (
+        f"dropped ({decision.reason}) at hop {c.hops} of {p.max_hops} with token {c.token} "
+        f"while feasible neighbours {open_nodes} were open"
+    )
+
+
+def check_decisions(case: tuple, visited: list[int], scheduler: Scheduler) -> None:
+    """Algorithm 1's properties of one scheduler's decisions, in every node of a world."""
     world, model, params, seed = case
     for name, (local, neighbours) in world.items():
-        for token in ((name,), ("elsewhere", name)):
+        # tokens: the job's own, one from afar, and one that visited some neighbours
+        earlier = tuple(f"n{i}" for i in visited if f"n{i}" in world and f"n{i}" != name)
+        for token in ((name,), ("elsewhere", name), (*earlier, name)):
             c = DecisionContext(
                 job(source=token[0]), model, token, local, neighbours, params, random.Random(seed)
             )
-            decision = Los().decide(c)
+            decision = scheduler.decide(c)
+            problem = needless_drop(c, decision)
+            assert problem is None, problem
             if isinstance(decision, RunHere):
                 assert assess(c.job, model, local, params, True).feasible
             feasible_nbrs = [
@@ -90,6 +125,55 @@ def test_never_infeasible_while_a_feasible_neighbour_exists(case: tuple) -> None
                 assert decision.node in feasible_nbrs
             if isinstance(decision, Forward):
                 assert not feasible_nbrs, "forwarded to an infeasible node past a feasible one"
+
+
+VISITED = st.lists(st.integers(0, 8), max_size=4, unique=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds(), VISITED)
+def test_never_infeasible_while_a_feasible_neighbour_exists(
+    case: tuple, visited: list[int]
+) -> None:
+    check_decisions(case, visited, Los())
+
+
+def _reversed_rank(views: Sequence[NodeView]) -> list[NodeView]:
+    """A broken ranking: worst first, so a visited node hides the feasible open ones."""
+    return list(reversed(rank(views)))
+
+
+class _GivesUp(Los):
+    """A broken LOS: drops instead of sending whenever its own node is infeasible."""
+
+    def decide(self, ctx: DecisionContext) -> Decision:
+        decision = super().decide(ctx)
+        if isinstance(decision, SendTo | Forward):
+            return Drop(DropReason.NO_FEASIBLE_NODE)
+        return decision
+
+
+@pytest.mark.parametrize("broken", ["reversed-ranking", "gives-up"])
+def test_the_drop_property_fails_on_a_broken_decide(
+    broken: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The property above can fail: on a decide that hides feasible neighbours it does."""
+    scheduler: Scheduler = Los()
+    if broken == "reversed-ranking":
+        monkeypatch.setattr(schedulers, "rank", _reversed_rank)
+    else:
+        scheduler = _GivesUp()
+
+    # worlds where the cycle rule matters: tried nodes not skipped, neighbours visited
+    @settings(max_examples=500, deadline=None, derandomize=True, database=None)
+    @given(worlds(), st.lists(st.integers(0, 8), min_size=2, max_size=6, unique=True))
+    def prop(case: tuple, visited: list[int]) -> None:
+        world, model, params, seed = case
+        params = params.model_copy(update={"skip_tried": False})
+        check_decisions((world, model, params, seed), visited, scheduler)
+
+    with pytest.raises(AssertionError, match="while feasible neighbours"):
+        prop()
 
 
 @settings(max_examples=300, deadline=None)

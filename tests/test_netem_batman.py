@@ -61,7 +61,7 @@ from testbed.network.topology import Topology, build_topology
 from testbed.spec.layout import LayoutSpec
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, prerequisite
 
 PAPER = EXPERIMENTS / "layouts" / "paper.yaml"
 
@@ -711,7 +711,7 @@ def test_the_agent_reads_its_neighbours_from_batctl(
 
 
 # --- on real namespaces (root) --------------------------------------------------------------
-namespaces = pytest.mark.skipif(not _root_with("ip"), reason="needs root and iproute2")
+namespaces = prerequisite("local-testbed", not _root_with("ip"), "needs root and iproute2")
 
 
 @pytest.fixture(scope="module")
@@ -794,8 +794,8 @@ def test_asking_for_netem_where_there_is_none_fails_cleanly(caps: Capabilities, 
         down(testbed_id)
 
 
-@pytest.mark.skipif(
-    not _root_with("ip", "babeld", "ping"), reason="needs root, iproute2, babeld and ping"
+@prerequisite(
+    "local-testbed", not _root_with("ip", "babeld", "ping"), "needs root, iproute2, babeld and ping"
 )
 def test_the_dispatch_records_what_runs_here(caps: Capabilities, paper: Any) -> None:
     from testbed.local.mesh import start_mesh

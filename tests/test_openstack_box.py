@@ -28,11 +28,10 @@ from testbed.openstack.box import BOX_CLOUD, BOX_IMAGE
 from testbed.openstack.cloud import existing
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS
+from .conftest import EXPERIMENTS, skip_or_fail
 
 pytestmark = pytest.mark.openstack
 TESTBED = str(Path(sys.executable).parent / "testbed")
-REQUIRED = os.environ.get("LOS_REQUIRE_OPENSTACK_BOX") == "1"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +43,7 @@ def conn() -> Any:
         connection = connect(BOX_CLOUD)
         ensure_image(connection)
     except Exception as err:  # no box here: say why
-        if REQUIRED:
-            pytest.fail(f"the OpenStack box is required here but does not answer: {err}")
-        pytest.skip(f"no OpenStack box (`make openstack-box`): {str(err)[:120]}")
+        skip_or_fail("openstack-box", f"no OpenStack box (`make openstack-box`): {str(err)[:120]}")
     return connection
 
 

@@ -28,10 +28,11 @@ import yaml
 
 from testbed.local.sshd import sshd_binary
 
+from .conftest import prerequisite
 from .test_agents import SMALL
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or sshd_binary() is None, reason="needs root and sshd"
+pytestmark = prerequisite(
+    "local-testbed", os.geteuid() != 0 or sshd_binary() is None, "needs root and sshd"
 )
 
 ADDRESSES = {"fog-1": "127.0.2.11", "fog-2": "127.0.2.12", "edge-1": "127.0.2.13"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from testbed.network.degrade import link_pair, overrides_from_json, overrides_to_json
 from testbed.results.schema import triggers_frame
 
+from .conftest import skip_or_fail
 from .test_twin import experiment, make_cell
 
 STOP, START = 900.0, 2400.0
@@ -133,7 +135,8 @@ def test_overrides_round_trip_and_reject_nonsense() -> None:
 
 
 def test_the_delay_daemon_adds_the_extra_to_the_drift(tmp_path: Path) -> None:
-    pytest.importorskip("netfilterqueue")
+    if find_spec("netfilterqueue") is None:
+        skip_or_fail("local-testbed", "netfilterqueue is not installed (make system-packages)")
     from testbed.local.delay import DelayDaemon, LinkKey, link_delays_ms
     from testbed.network.degrade import OVERRIDES_FILE
     from testbed.network.drift import build_drift

@@ -13,6 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from testbed.errors import UserError
+from testbed.experiment.optimum_cells import (
+    OPTIMUM,
+    OptimumCell,
+    optimum_cells,
+    pooled_drop_bound,
+)
 from testbed.experiment.plan import plan_cells
 from testbed.los.schedulers import twin_only
 from testbed.network.cost import RouteCost, network_table, with_network_cost
@@ -33,10 +39,28 @@ class RunSummary:
     resumed_cells: int
     triggers: int
     drop_rate: dict[str, float]
+    """Per scheduler, dropped / triggers; the optimum's over its proven cells only."""
     wall_s: float
+    optimum_cells: int = 0
+    """Cells of the offline optimum in the run."""
+    optimum_unproven: tuple[OptimumCell, ...] = ()
+    """The optimum's cells the solver did not prove: no drop rate, only a dual bound."""
+
+    def _rate(self, name: str, rate: float) -> str:
+        if name != OPTIMUM or not self.optimum_unproven:
+            return f"{name} drops {rate:.1%}"
+        unproven = self.optimum_unproven
+        bound = f"drops >= {pooled_drop_bound(unproven):.1%} by its dual bound"
+        if len(unproven) >= self.optimum_cells:
+            return f"{name} not proven in any of {self.optimum_cells} cell(s) ({bound})"
+        proven = self.optimum_cells - len(unproven)
+        return (
+            f"{name} drops {rate:.1%} in its {proven} proven cell(s) "
+            f"({len(unproven)} not proven: {bound})"
+        )
 
     def line(self, experiment: str, testbed: str) -> str:
-        rates = ", ".join(f"{name} drops {rate:.1%}" for name, rate in self.drop_rate.items())
+        rates = ", ".join(self._rate(name, rate) for name, rate in self.drop_rate.items())
         resumed = f" ({self.resumed_cells} resumed)" if self.resumed_cells else ""
         return (
             f"{experiment} on {testbed}: {self.cells} cells{resumed}, {self.triggers:,} "
@@ -114,6 +138,13 @@ def run_experiment(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     refuse_twin_only(experiment, testbed)
+    if testbed == "local":  # before anything is provisioned
+        from testbed.spec.layout import LayoutRef, refuse_too_big_for_local
+
+        field = (
+            "layout.generate.nodes" if isinstance(experiment.spec.layout, LayoutRef) else "layers"
+        )
+        refuse_too_big_for_local(experiment.layout, f"{experiment.layout_path}: field '{field}'")
     experiment = testbed_view(experiment, testbed)
     bed = make_testbed(testbed, experiment, testbed_options)
     try:
@@ -170,21 +201,24 @@ def _run(
             t0 = time.perf_counter()
             outcome = bed.run_cell(cell)
             frame = with_network_cost(triggers_frame(outcome.rows), costs, calibration, samples)
-            store.write_cell(cell.id, frame)
             executed = int((frame["outcome"] == "executed").sum())
-            store.append_event(
-                "cell-finished",
-                cell=cell.id,
-                scheduler=cell.scheduler,
-                stream_count=cell.stream_count,
-                repetition=cell.repetition,
-                triggers=len(frame),
-                executed=executed,
-                dropped=len(frame) - executed,
-                sim_seconds=outcome.sim_seconds,
-                wall_seconds=round(time.perf_counter() - t0, 4),
-                world_events=outcome.events,
-            )
+            record = {
+                "cell": cell.id,
+                "scheduler": cell.scheduler,
+                "stream_count": cell.stream_count,
+                "repetition": cell.repetition,
+                "triggers": len(frame),
+                "executed": executed,
+                "dropped": len(frame) - executed,
+                "sim_seconds": outcome.sim_seconds,
+                "wall_seconds": round(time.perf_counter() - t0, 4),
+                "world_events": outcome.events,
+            }
+            # the record (report flags: optimum proven, host saturated) lands with the
+            # rows in one atomic file; the event is its copy in the log, put back on
+            # resume if a crash loses it
+            store.write_cell(cell.id, frame, record)
+            store.append_event("cell-finished", **record)
             progress.advance(task)
     triggers = store.read_cells()
     if not triggers.empty:
@@ -197,10 +231,26 @@ def _run(
     store.write_table("network", network_table(triggers, costs, calibration, samples))
     wall = time.perf_counter() - started
     store.append_event("run-finished", cells=len(cells), triggers=len(triggers))
-    store.update_manifest(status="complete", finished_at=clock().isoformat())
+    store.update_manifest(
+        status="complete", finished_at=clock().isoformat(), tables=store.table_checksums()
+    )
+    optimum = optimum_cells(store.read_events())
+    unproven = [(c.stream_count, c.repetition) for c in optimum if not c.proven]
     drop_rate: dict[str, float] = {}
     for name in spec.schedulers:
         rows = summary[summary["scheduler"] == name]
+        if name == OPTIMUM and unproven:  # an unproven optimum has no drop rate
+            keys = zip(rows["stream_count"], rows["repetition"], strict=True)
+            rows = rows[[(int(c), int(r)) not in unproven for c, r in keys]]
         total = int(rows["triggers"].sum())
         drop_rate[name] = float(rows["dropped"].sum()) / total if total else float("nan")
-    return RunSummary(store.path, len(cells), len(done), len(triggers), drop_rate, wall)
+    return RunSummary(
+        store.path,
+        len(cells),
+        len(done),
+        len(triggers),
+        drop_rate,
+        wall,
+        optimum_cells=len(optimum),
+        optimum_unproven=tuple(c for c in optimum if not c.proven),
+    )

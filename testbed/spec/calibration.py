@@ -7,52 +7,69 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from testbed.spec.checks import StrictModel, limit
 
 NonNegativeFloat = Annotated[float, Field(ge=0)]
+WEEK_S = 7 * 86400.0
+Big = limit(high=1e9, why="no measured cost of one training run comes near a billion")
+Seconds = Annotated[
+    float,
+    Field(ge=0),
+    limit(high=WEEK_S, why="one training run of a stream's model takes minutes, not weeks"),
+]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(StrictModel):
+    pass
 
 
 class Gaussian(_Strict):
-    mean: NonNegativeFloat
-    std: NonNegativeFloat = 0.0
+    mean: Annotated[float, Field(ge=0), Big]
+    std: Annotated[float, Field(ge=0), Big] = 0.0
 
 
 class ModelCost(_Strict):
     """Cost of one training run of one detector model on N cached samples."""
 
     data: str = Field(description="the stream kind this model analyses, e.g. traffic")
-    work_cpu_s: Annotated[float, Field(gt=0)] = Field(
-        description="CPU-seconds of the training phase at an unlimited single core"
-    )
-    threads: Annotated[int, Field(ge=1)] = 1
-    overhead_s: NonNegativeFloat = Field(
+    work_cpu_s: Annotated[
+        float,
+        Field(gt=0),
+        limit(1e-3, WEEK_S, why="one training run takes minutes of CPU, not weeks", unit=" CPU-s"),
+    ] = Field(description="CPU-seconds of the training phase at an unlimited single core")
+    threads: Annotated[
+        int, Field(ge=1), limit(high=1024, why="no node has more than 1024 vCPUs")
+    ] = 1
+    overhead_s: Seconds = Field(
         default=0.0, description="wall seconds of the training phase that no CPU limit changes"
     )
-    noise_cv: NonNegativeFloat = Field(
-        default=0.05, description="coefficient of variation of the work, run to run"
-    )
+    noise_cv: Annotated[
+        float, Field(ge=0), limit(high=10, why="a run-to-run spread of 1000 % is not a cost")
+    ] = Field(default=0.05, description="coefficient of variation of the work, run to run")
     start_s: Gaussian = Field(description="wall seconds to start the job's process or container")
-    start_cpu_s: NonNegativeFloat = Field(
+    start_cpu_s: Seconds = Field(
         default=0.0, description="CPU-seconds spent starting (e.g. importing torch) under the limit"
     )
     stop_s: Gaussian = Field(description="wall seconds to store the model and stop")
-    stop_cpu_s: NonNegativeFloat = Field(
+    stop_cpu_s: Seconds = Field(
         default=0.0, description="CPU-seconds spent storing and exiting, under the limit"
     )
     memory_mb: Gaussian = Field(
         description="memory a run adds on its node: peak RSS of a fresh process, or the "
         "unique memory of a child forked from a warm worker"
     )
-    model_bytes: Annotated[int, Field(ge=0)] = Field(
+    model_bytes: Annotated[
+        int, Field(ge=0), limit(high=10**12, why="a model of a terabyte fits no node")
+    ] = Field(
         description="bytes of the stored model: `testbed calibrate` records the size of the "
         "serialised detector each training job writes (`model_bytes` in its report); it is "
         "shipped to the executing node and back, and counted as network cost"
     )
-    sample_bytes: Annotated[int, Field(ge=0)] = Field(
+    sample_bytes: Annotated[
+        int, Field(ge=0), limit(high=10**9, why="one sample of a sensor stream is bytes, not GB")
+    ] = Field(
         description="bytes per cached sample: float32 features as shipped in the samples' "
         ".npy (4 x 3 traffic features, 4 x 5 pollution features); a training ships "
         "samples_per_training of them"
@@ -63,7 +80,9 @@ class Calibration(_Strict):
     name: str
     source: str = Field(description="where these numbers come from")
     models: dict[str, ModelCost]
-    resident_mb: NonNegativeFloat = Field(
+    resident_mb: Annotated[
+        float, Field(ge=0), limit(high=16 * 1024 * 1024, why="no node has more than 16 TiB")
+    ] = Field(
         default=0.0,
         description="memory held on every node by the job launcher (a warm worker), if any",
     )

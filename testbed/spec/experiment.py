@@ -6,18 +6,67 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from testbed.spec.calibration import Calibration
-from testbed.spec.layout import LayoutRef, LayoutSpec
+from testbed.spec.checks import FIX_MARK, StrictModel, limit, unique_items
+from testbed.spec.layout import MAX_CPU_M, MAX_MEMORY_MB, LayoutRef, LayoutSpec
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, le=1)]
 
+DAY_S = 86400.0
+MAX_DURATION_S = 30 * DAY_S
+MAX_STREAMS = 10_000
+MAX_SEED = 2**32 - 1
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Seconds = Annotated[
+    float,
+    Field(gt=0),
+    limit(
+        60,
+        MAX_DURATION_S,
+        why="a run needs a minute to start, gossip and train once; the twin keeps a run's "
+        "events in memory, so study more than 30 days as several runs",
+        unit=" s",
+    ),
+]
+Period = Annotated[
+    float,
+    Field(gt=0),
+    limit(
+        1,
+        DAY_S,
+        why="a training takes at least a second, and a period above a day never comes "
+        "round in a run of hours",
+        unit=" s",
+    ),
+]
+CpuM = Annotated[
+    float,
+    Field(ge=0),
+    limit(high=MAX_CPU_M, why="no node has more than 1024 vCPUs (1024000 m)", unit=" m"),
+]
+MemoryMb = Annotated[
+    float,
+    Field(ge=0),
+    limit(high=MAX_MEMORY_MB, why="no node has more than 16 TiB of memory", unit=" MB"),
+]
+Seed = Annotated[
+    int,
+    Field(ge=0),
+    limit(high=MAX_SEED, why="seeds are 32-bit, as numpy.random.seed takes them"),
+]
+DelayMs = Annotated[
+    float,
+    Field(ge=0),
+    limit(high=60_000, why="a delay above a minute times out every remote call", unit=" ms"),
+]
+
+
+class _Strict(StrictModel):
+    pass
 
 
 class LosPlusParams(_Strict):
@@ -54,23 +103,43 @@ class LosPlusParams(_Strict):
         "instead of being dropped at once (the twin's trigger loop does the retrying)",
     )
     target_share: Annotated[float, Field(gt=0, le=1)] = 0.8
-    retry_base_s: PositiveFloat = 5.0
+    retry_base_s: Annotated[
+        float,
+        Field(gt=0),
+        limit(0.01, DAY_S, why="retries are timed by the event loop, in seconds", unit=" s"),
+    ] = 5.0
     retry_window_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
+
+
+CpuLimit = limit(
+    10,
+    MAX_CPU_M,
+    why="a cgroup cannot enforce less than 1 ms per 100 ms (10 m), and no node has more "
+    "than 1024 vCPUs",
+    unit=" m",
+)
+Count = limit(high=100_000, why="a run holds far fewer trainings per job")
 
 
 class LosParams(_Strict):
     """Parameters of the LOS agent's models, optimiser and Algorithm 1."""
 
-    max_hops: Annotated[int, Field(ge=0)] = 4
-    initial_limit_m: PositiveFloat = 400.0
+    max_hops: Annotated[
+        int,
+        Field(ge=0),
+        limit(high=100, why="a job forwarded more often spends its period in transit"),
+    ] = 4
+    initial_limit_m: Annotated[float, Field(gt=0), CpuLimit] = 400.0
     initial_free_share: Annotated[float, Field(gt=0, le=1)] = 0.85
     step: Annotated[float, Field(gt=0, lt=1)] = 0.10
-    min_limit_m: PositiveFloat = 50.0
+    min_limit_m: Annotated[float, Field(gt=0), CpuLimit] = 50.0
     cold_start_utilisation: Fraction = 0.85
-    margin_sigma: NonNegativeFloat = 2.0
-    min_runs_for_fit: Annotated[int, Field(ge=2)] = 5
-    refit_every: Annotated[int, Field(ge=1)] = 5
-    history_window: Annotated[int, Field(ge=2)] = 30
+    margin_sigma: Annotated[
+        float, Field(ge=0), limit(high=10, why="a margin of 10 sigma already covers any run")
+    ] = 2.0
+    min_runs_for_fit: Annotated[int, Field(ge=2), Count] = 5
+    refit_every: Annotated[int, Field(ge=1), Count] = 5
+    history_window: Annotated[int, Field(ge=2), Count] = 30
     limit_per_node: bool = Field(
         default=False,
         description="keep the +/-10 % limit history per (job, node) instead of per job",
@@ -83,6 +152,22 @@ class LosParams(_Strict):
         default_factory=LosPlusParams, description="the ideas of `los-plus` (not in the paper)"
     )
 
+    @model_validator(mode="after")
+    def _limits_ordered(self) -> LosParams:
+        if self.min_limit_m > self.initial_limit_m:
+            raise ValueError(
+                f"min_limit_m ({self.min_limit_m:g}) is above initial_limit_m "
+                f"({self.initial_limit_m:g}): the first limit would already break the floor"
+                f"{FIX_MARK}lower los.min_limit_m or raise los.initial_limit_m"
+            )
+        if self.min_runs_for_fit > self.history_window:
+            raise ValueError(
+                f"min_runs_for_fit ({self.min_runs_for_fit}) is above history_window "
+                f"({self.history_window}): the runtime model would never be fitted"
+                f"{FIX_MARK}make los.min_runs_for_fit at most los.history_window"
+            )
+        return self
+
 
 class StreamSlot(_Strict):
     data: str
@@ -90,14 +175,18 @@ class StreamSlot(_Strict):
 
 
 class StreamsSpec(_Strict):
-    nodes: Annotated[list[str], Field(min_length=1)] = Field(
+    nodes: Annotated[list[str], Field(min_length=1), unique_items("nodes")] = Field(
         description="edge nodes that receive streams, in the order they are filled; "
         "'layer:NAME' stands for all nodes of a layer, in order"
     )
     per_node: Annotated[list[StreamSlot], Field(min_length=1)]
     placement: Literal["fill", "round-robin"] = "fill"
-    period_s: tuple[PositiveFloat, PositiveFloat] = (180.0, 300.0)
-    samples_per_training: Annotated[int, Field(ge=1)] = 1000
+    period_s: tuple[Period, Period] = (180.0, 300.0)
+    samples_per_training: Annotated[
+        int,
+        Field(ge=1),
+        limit(high=10_000_000, why="a training holds its samples in memory on one node"),
+    ] = 1000
 
     @field_validator("period_s")
     @classmethod
@@ -111,18 +200,48 @@ class StreamsSpec(_Strict):
 class PredictionSpec(_Strict):
     """The prediction job that runs for every stream on its edge node."""
 
-    cpu_m: NonNegativeFloat
-    memory_mb: NonNegativeFloat
+    cpu_m: CpuM
+    memory_mb: MemoryMb
 
 
 class SweepSpec(_Strict):
-    stream_counts: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
-    repetitions: Annotated[int, Field(ge=1)]
+    stream_counts: Annotated[
+        list[
+            Annotated[
+                int,
+                Field(ge=1),
+                limit(
+                    high=MAX_STREAMS,
+                    why="the twin keeps every stream's events in memory; 10000 is 5x the "
+                    "largest shipped run",
+                ),
+            ]
+        ],
+        Field(min_length=1),
+        unique_items("stream counts"),
+    ]
+    repetitions: Annotated[
+        int, Field(ge=1), limit(high=1000, why="each repetition reruns every cell of the sweep")
+    ]
 
 
 class GossipSpec(_Strict):
-    interval_s: PositiveFloat = 10.0
-    mesh_timeout_s: NonNegativeFloat = 6.0
+    interval_s: Annotated[
+        float,
+        Field(gt=0),
+        limit(0.01, 3600, why="nodes gossip between every 10 ms and every hour", unit=" s"),
+    ] = 10.0
+    mesh_timeout_s: Annotated[
+        float, Field(ge=0), limit(high=3600, why="a mesh that takes an hour is down", unit=" s")
+    ] = 6.0
+
+
+TimeScale = limit(
+    0.001,
+    why="one emulated second must take at least 1 ms of real time, above the fixed costs of "
+    "HTTP between agents and process start",
+)
+CpuScale = limit(0.001, why="a node quota below 1/1000 of its vCPUs cannot run a training")
 
 
 class LocalSpec(_Strict):
@@ -133,21 +252,32 @@ class LocalSpec(_Strict):
     process start) do not shrink: keep `time_scale` well above them.
     """
 
-    time_scale: Annotated[float, Field(gt=0, le=1)] = 0.05
-    cpu_scale: Annotated[float, Field(gt=0, le=1)] | None = Field(
+    time_scale: Annotated[float, Field(gt=0, le=1), TimeScale] = 0.05
+    cpu_scale: Annotated[float, Field(gt=0, le=1), CpuScale] | None = Field(
         default=None, description="node quota = vCPUs x 1000 m x this; default: host / layout"
     )
     mesh: bool = True
     delay: bool = True
-    gossip_interval_s: PositiveFloat = Field(default=1.0, description="real seconds")
-    training_epochs: Annotated[int, Field(ge=1)] = 1
-    training_samples: Annotated[int, Field(ge=12)] | None = Field(
+    gossip_interval_s: Annotated[
+        float,
+        Field(gt=0),
+        limit(0.01, 3600, why="agents gossip between every 10 ms and every hour", unit=" s"),
+    ] = Field(default=1.0, description="real seconds")
+    training_epochs: Annotated[
+        int, Field(ge=1), limit(high=10_000, why="each epoch is a full pass of real training")
+    ] = 1
+    training_samples: (
+        Annotated[
+            int, Field(ge=12), limit(high=10_000_000, why="a training holds its samples in memory")
+        ]
+        | None
+    ) = Field(
         default=None,
         description="samples per training run; default: the calibrated work scaled by "
         "time_scale and cpu_scale",
     )
     sweep: SweepSpec | None = Field(default=None, description="a smaller sweep for local runs")
-    duration_s: PositiveFloat | None = Field(default=None, description="emulated seconds")
+    duration_s: Seconds | None = Field(default=None, description="emulated seconds")
     stream_jobs: bool = Field(
         default=True,
         description="real replayers and prediction jobs per stream, deployed by the "
@@ -168,25 +298,25 @@ class CloudSpec(LocalSpec):
     `mesh`, `delay` and `deploy` do not apply: servers always run batman-adv, the netem
     drift where their kernel has it, and the playbooks."""
 
-    time_scale: Annotated[float, Field(gt=0, le=1)] = 1.0
-    cpu_scale: Annotated[float, Field(gt=0, le=1)] | None = 1.0
+    time_scale: Annotated[float, Field(gt=0, le=1), TimeScale] = 1.0
+    cpu_scale: Annotated[float, Field(gt=0, le=1), CpuScale] | None = 1.0
 
 
 class TimeplanEvent(_Strict):
     """A change of the world at a time: a node leaves or joins, background load changes,
     a node's LOS agent stops (crashes) or starts again, or a link gets extra delay."""
 
-    at_s: NonNegativeFloat
+    at_s: Annotated[float, Field(ge=0)]
     action: Literal["leave", "join", "load", "agent-stop", "agent-start", "degrade"]
     node: str | None = None
     layer: str | None = None
-    cpu_m: NonNegativeFloat | None = Field(
+    cpu_m: CpuM | None = Field(
         default=None, description="background CPU demand per selected node (action 'load')"
     )
     link: tuple[str, str] | None = Field(
         default=None, description="the two neighbouring nodes of a link (action 'degrade')"
     )
-    delay_ms: NonNegativeFloat | None = Field(
+    delay_ms: DelayMs | None = Field(
         default=None,
         description="extra one-way delay on the link, on top of the drift; 0 restores it "
         "(action 'degrade')",
@@ -237,11 +367,11 @@ class ExperimentSpec(_Strict):
         "{generate: {nodes: N, ...}} for a generated layout (twin only)"
     )
     calibration: str = Field(description="path of the calibration file, relative to this file")
-    seed: Annotated[int, Field(ge=0)]
+    seed: Seed
     schedulers: Annotated[list[str], Field(min_length=1)]
     sweep: SweepSpec
-    duration_s: PositiveFloat
-    iterations: Annotated[int, Field(ge=1)] | None = Field(
+    duration_s: Seconds
+    iterations: Annotated[int, Field(ge=1), Count] | None = Field(
         default=None, description="stop a stream after this many executed trainings"
     )
     streams: StreamsSpec
@@ -251,7 +381,11 @@ class ExperimentSpec(_Strict):
     timeplan: list[TimeplanEvent] = Field(default_factory=list)
     local: LocalSpec = LocalSpec()
     openstack: CloudSpec = CloudSpec()
-    optimum_time_limit_s: PositiveFloat = Field(
+    optimum_time_limit_s: Annotated[
+        float,
+        Field(gt=0),
+        limit(0.1, DAY_S, why="the ILP solver runs once per cell, within a day", unit=" s"),
+    ] = Field(
         default=60.0,
         description="time limit of the offline optimum's ILP per cell (scheduler "
         "'optimum'); a cell not proven optimal within it reports a bound, not an optimum",

@@ -7,29 +7,76 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from testbed.errors import UserError
+from testbed.spec.checks import StrictModel, limit, unique_items
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
+MAX_VCPUS = 1024
+MAX_CPU_M = 1000.0 * MAX_VCPUS
+MAX_MEMORY_MB = 16 * 1024 * 1024
+MAX_NODES = 5000
+MAX_LAYER_NETWORK = 1000
+LOCAL_MAX_NODES = 100
+LOCAL_WHY = (
+    "every node of the local testbed is a network namespace with its own agent, sshd and "
+    "routing daemon on this one host; beyond that the host, not the scheduler, decides the "
+    "results"
+)
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+Milliseconds = Annotated[
+    float,
+    Field(ge=0),
+    limit(high=60_000, why="a delay above a minute times out every remote call", unit=" ms"),
+]
+DriftPeriod = Annotated[
+    float,
+    Field(gt=0),
+    limit(
+        1,
+        30 * 86400,
+        why="the drift is applied about once a second, and a run lasts at most 30 days",
+        unit=" s",
+    ),
+]
+
+
+class _Strict(StrictModel):
+    pass
 
 
 class Flavor(_Strict):
     """A VM size, as in Table I of the paper."""
 
-    vcpus: Annotated[int, Field(ge=1)]
-    memory_mb: Annotated[int, Field(ge=64)]
-    disk_gb: Annotated[int, Field(ge=1)]
+    vcpus: Annotated[
+        int, Field(ge=1), limit(high=MAX_VCPUS, why="the largest cloud servers have a few hundred")
+    ]
+    memory_mb: Annotated[
+        int, Field(ge=64), limit(high=MAX_MEMORY_MB, why="no server has 16 TiB", unit=" MB")
+    ]
+    disk_gb: Annotated[
+        int, Field(ge=1), limit(high=1_000_000, why="no VM disk reaches a petabyte", unit=" GB")
+    ]
 
 
 class LinkProfile(_Strict):
     """Base properties of a link on one virtual network (before drift)."""
 
-    latency_ms: NonNegativeFloat
-    bandwidth_mbit: PositiveFloat
+    latency_ms: Milliseconds
+    bandwidth_mbit: Annotated[
+        float,
+        Field(gt=0),
+        limit(
+            0.01,
+            1_000_000,
+            why="below 10 kbit/s shipping one model takes hours and netem cannot shape it; "
+            "no link carries more than 1 Tbit/s",
+            unit=" Mbit/s",
+        ),
+    ]
 
 
 class Layer(_Strict):
@@ -37,9 +84,13 @@ class Layer(_Strict):
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")]
     flavor: str
-    count: Annotated[int, Field(ge=1)]
+    count: Annotated[
+        int,
+        Field(ge=1),
+        limit(high=MAX_NODES, why="the twin and the layout generator hold N x N tables"),
+    ]
     link: LinkProfile
-    gateways: list[Annotated[int, Field(ge=1)]] = Field(
+    gateways: Annotated[list[Annotated[int, Field(ge=1)]], unique_items("gateways")] = Field(
         default_factory=list,
         description="1-based indices of this layer's nodes that also join the layer above",
     )
@@ -50,9 +101,9 @@ class Layer(_Strict):
 
 class SineDrift(_Strict):
     kind: Literal["sine"] = "sine"
-    base_ms: NonNegativeFloat
-    amplitude_ms: NonNegativeFloat
-    period_s: PositiveFloat
+    base_ms: Milliseconds
+    amplitude_ms: Milliseconds
+    period_s: DriftPeriod
     phase_spread: bool = Field(
         default=True, description="spread the nodes' phases evenly over one period"
     )
@@ -69,7 +120,7 @@ class SineDrift(_Strict):
 
 class WaypointDrift(_Strict):
     kind: Literal["waypoints"] = "waypoints"
-    points: Annotated[list[tuple[NonNegativeFloat, NonNegativeFloat]], Field(min_length=1)]
+    points: Annotated[list[tuple[NonNegativeFloat, Milliseconds]], Field(min_length=1)]
     repeat: bool = Field(default=False, description="loop the waypoints after the last one")
 
     @model_validator(mode="after")
@@ -86,7 +137,7 @@ class DriftRule(_Strict):
     """Extra one-way delay on the interfaces of the selected nodes (netem on their egress)."""
 
     layer: str | None = None
-    nodes: list[str] | None = None
+    nodes: Annotated[list[str], unique_items("nodes")] | None = None
     profile: Annotated[SineDrift | WaypointDrift, Field(discriminator="kind")]
 
     @model_validator(mode="after")
@@ -140,7 +191,24 @@ class LayoutSpec(_Strict):
         for a, b in self.links or []:
             if a not in all_nodes or b not in all_nodes or a == b:
                 raise ValueError(f"link [{a}, {b}] needs two different nodes of the layout")
+        if len(all_nodes) > MAX_NODES:
+            raise ValueError(
+                f"{len(all_nodes)} nodes are above the limit of {MAX_NODES} (the twin and "
+                f"the routing tables grow with N x N). Fix: use at most {MAX_NODES} nodes"
+            )
+        if self.links is None:
+            for layer in self.layers:
+                if layer.count > MAX_LAYER_NETWORK:
+                    raise ValueError(
+                        f"layer '{layer.name}' has {layer.count} nodes on one network, above "
+                        f"the limit of {MAX_LAYER_NETWORK} (every node of a layer is a direct "
+                        "neighbour of every other, so links grow with N x N). Fix: split it "
+                        "into layers, or generate a mesh with layout: {generate: ...}"
+                    )
         return self
+
+    def node_count(self) -> int:
+        return sum(layer.count for layer in self.layers)
 
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
@@ -153,6 +221,18 @@ class LayoutSpec(_Strict):
         return [f"{layer.name}-{i}" for i in range(1, layer.count + 1)]
 
 
+def refuse_too_big_for_local(layout: LayoutSpec, where: str) -> None:
+    """The local testbed runs every node on this host: refuse before provisioning."""
+    nodes = layout.node_count()
+    if nodes > LOCAL_MAX_NODES:
+        raise UserError(
+            where,
+            f"{nodes} nodes are above the local testbed's limit of {LOCAL_MAX_NODES} ({LOCAL_WHY})",
+            "run it on the twin (--testbed twin), or use a layout of at most "
+            f"{LOCAL_MAX_NODES} nodes",
+        )
+
+
 class GeneratedLayout(_Strict):
     """A layout generated from a few numbers (`testbed.network.generate`): `nodes` split
     over the layers by `shares` (top first), a random geometric mesh inside each layer
@@ -160,15 +240,36 @@ class GeneratedLayout(_Strict):
     `mean_degree` neighbours, components joined to their nearest node), `gateways` per
     lower layer, each linked to its `uplinks` nearest nodes of the layer above."""
 
-    nodes: Annotated[int, Field(ge=3)]
-    shares: dict[str, Annotated[float, Field(gt=0)]] = Field(
+    nodes: Annotated[
+        int,
+        Field(ge=3),
+        limit(
+            high=MAX_NODES,
+            why="the generator holds an N x N distance table per layer and the twin's "
+            "1000-node run already takes minutes",
+        ),
+    ]
+    shares: dict[
+        Annotated[str, Field(pattern=r"^[a-z][a-z0-9]*$")],
+        Annotated[float, Field(gt=0), limit(high=1e6, why="shares are relative weights")],
+    ] = Field(
         default_factory=lambda: {"cloud": 0.1, "fog": 0.2, "edge": 0.7},
         description="layer name -> share of the nodes, top layer first",
     )
-    gateways: Annotated[int, Field(ge=1)] = 2
-    uplinks: Annotated[int, Field(ge=1)] = 2
-    mean_degree: Annotated[float, Field(gt=0)] = 6.0
-    seed: Annotated[int, Field(ge=0)] = 0
+    gateways: Annotated[
+        int, Field(ge=1), limit(high=MAX_NODES, why="a layer has at most that many nodes")
+    ] = 2
+    uplinks: Annotated[
+        int, Field(ge=1), limit(high=MAX_NODES, why="a layer has at most that many nodes")
+    ] = 2
+    mean_degree: Annotated[
+        float,
+        Field(gt=0),
+        limit(0.1, 100, why="a mesh node hears at most about a hundred neighbours"),
+    ] = 6.0
+    seed: Annotated[
+        int, Field(ge=0), limit(high=2**32 - 1, why="seeds are 32-bit, as numpy.random.seed")
+    ] = 0
 
     @model_validator(mode="after")
     def _enough(self) -> GeneratedLayout:

@@ -12,21 +12,107 @@ from pydantic import BaseModel, ValidationError
 
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
+from testbed.spec.checks import BOOL_FIX, BOOL_PROBLEM, BoolGiven, split_fix
 from testbed.spec.experiment import ExperimentSpec, ResolvedExperiment
 from testbed.spec.layout import LayoutRef, LayoutSpec
 
 M = TypeVar("M", bound=BaseModel)
 
+MAX_SPEC_BYTES = 16 * 1024 * 1024  # specs are a few kB; measured calibrations a few hundred
 
-def read_yaml(path: Path) -> dict[str, Any]:
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping: YAML would silently keep the last one."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping key given twice."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                seen = key in first_line
+            except TypeError:  # an unhashable key: SafeLoader says so below
+                continue
+            if seen:
+                raise DuplicateKeyError(
+                    None,
+                    None,
+                    f"key '{key}' is given twice (first at line {first_line[key] + 1})",
+                    key_node.start_mark,
+                )
+            first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or one line saying why it is not a readable UTF-8 text file."""
+    if path.is_dir():
+        raise UserError(
+            str(path), "is a directory, not a YAML file", "give the path of a .yaml file"
+        )
     if not path.is_file():
+        if path.exists():
+            raise UserError(
+                str(path),
+                "not a regular file (a device, pipe or socket)",
+                "give the path of a .yaml file",
+            )
         raise UserError(
             str(path),
             "file not found",
             "check the path (relative paths in a spec are relative to the spec file)",
         )
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise UserError(
+                str(path),
+                f"{size} bytes is too big for a spec (the limit is {MAX_SPEC_BYTES} bytes; "
+                "specs are a few kilobytes)",
+                "check that this is the spec you meant",
+            )
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(
+            str(path), f"cannot be read ({exc.strerror or exc})", "check the file's permissions"
+        ) from None
+    if b"\x00" in raw:
+        raise UserError(
+            str(path),
+            f"a binary file (NUL byte at offset {raw.index(0)}), not YAML text",
+            "give the YAML spec, not a binary or compressed file",
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}:{line}",
+            f"byte 0x{raw[exc.start]:02x} at offset {exc.start} is not UTF-8 text",
+            "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    text = _read_text(path)
+    if not text.strip():
+        raise UserError(
+            str(path), "the file is empty", "write the spec's fields as 'key: value' lines"
+        )
+    try:
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise UserError(
+            f"{path}{line}", str(exc.problem), "keep one of the two and delete the other"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
@@ -34,8 +120,20 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise UserError(
             where, f"YAML syntax error ({problem})", "fix the syntax at that line"
         ) from None
+    except RecursionError:
+        raise UserError(
+            str(path), "nested too deeply to be a spec", "write a flat spec of 'key: value' pairs"
+        ) from None
+    if data is None:
+        raise UserError(
+            str(path), "the file holds only comments", "write the spec's fields as 'key: value'"
+        )
     if not isinstance(data, dict):
-        raise UserError(str(path), "the top level is not a mapping", "write 'key: value' pairs")
+        raise UserError(
+            str(path),
+            f"the top level is a {type(data).__name__}, not a mapping",
+            "write 'key: value' pairs",
+        )
     return data
 
 
@@ -47,6 +145,11 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
         else:
             out += ("." if out else "") + str(part)
     return out or "(top level)"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _fix_for(error: dict[str, Any]) -> str:
@@ -67,15 +170,17 @@ def validate(model: type[M], data: dict[str, Any], path: Path) -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = _field_path(tuple(first["loc"]))
-        message = str(first["msg"]).removeprefix("Value error, ")
+        field = _field_path(tuple(first["loc"])).replace("\n", "\\n")
+        message, fix = split_fix(str(first["msg"]).removeprefix("Value error, "))
         got = first.get("input")
-        if first["type"] not in ("missing",) and not isinstance(got, (dict, list)):
-            message += f" (got {got!r})"
+        if isinstance(got, BoolGiven):
+            message, fix = BOOL_PROBLEM.format(got), BOOL_FIX
+        elif first["type"] not in ("missing",) and not isinstance(got, (dict, list)):
+            message += f" (got {_shown(got)})"
         more = len(exc.errors()) - 1
         if more:
             message += f"; {more} more problem(s) after this one"
-        raise UserError(f"{path}: field '{field}'", message, _fix_for(first)) from None
+        raise UserError(f"{path}: field '{field}'", message, fix or _fix_for(first)) from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +195,48 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def load_layout(path: Path | str) -> LayoutSpec:
     path = Path(path)
-    return validate(LayoutSpec, read_yaml(path), path)
+    layout = validate(LayoutSpec, read_yaml(path), path)
+    check_connected(layout, str(path))
+    return layout
+
+
+def check_connected(layout: LayoutSpec, where: str) -> None:
+    """Every node reaches the top layer: through its layer's gateway (one network per
+    layer) or along the explicit links. Names the first node that cannot."""
+    top = layout.layers[0].name
+    if layout.links is None:
+        for i, layer in enumerate(layout.layers[1:], start=1):
+            if not layer.gateways:
+                above = layout.layers[i - 1].name
+                raise UserError(
+                    f"{where}: field 'layers[{i}].gateways'",
+                    f"layer '{layer.name}' has no gateway, so node '{layer.name}-1' cannot "
+                    f"reach layer '{above}' above it (nor '{top}')",
+                    "make one of its nodes a gateway, e.g. gateways: [1], with an 'uplink'",
+                )
+        return
+    neighbours: dict[str, list[str]] = {
+        n: [] for layer in layout.layers for n in layout.layer_nodes(layer.name)
+    }
+    for a, b in layout.links:
+        neighbours[a].append(b)
+        neighbours[b].append(a)
+    start = layout.layer_nodes(top)
+    reached = set(start)
+    frontier = list(start)
+    while frontier:
+        for nxt in neighbours[frontier.pop()]:
+            if nxt not in reached:
+                reached.add(nxt)
+                frontier.append(nxt)
+    cut = [n for n in neighbours if n not in reached]
+    if cut:
+        raise UserError(
+            f"{where}: field 'links'",
+            f"node '{cut[0]}' cannot reach the top layer '{top}' along the links "
+            f"({len(cut)} node(s) cut off)",
+            f"add a link from '{cut[0]}' (or its part of the mesh) towards '{top}'",
+        )
 
 
 def load_calibration(path: Path | str) -> Calibration:
@@ -109,16 +255,36 @@ def load_experiment(
     raw = read_yaml(path)
     if profile is not None:
         profiles = raw.get("profiles") or {}
-        if profile not in profiles:
+        if not isinstance(profiles, dict):
             raise UserError(
                 f"{path}: field 'profiles'",
-                f"no profile named '{profile}'",
-                f"use one of {sorted(profiles)} or leave out --profile",
+                f"a {type(profiles).__name__}, not a mapping of profile names",
+                "write profiles: {NAME: {field: value, ...}}",
+            )
+        if profile not in profiles:
+            raise UserError(
+                f"flag --profile {profile}",
+                f"{path} has no profile named '{profile}'",
+                f"use one of {sorted(map(str, profiles))} or leave out --profile",
+            )
+        if not isinstance(profiles[profile], dict):
+            raise UserError(
+                f"{path}: field 'profiles.{profile}'",
+                "a profile is a mapping of the fields it changes",
+                f"write profiles: {{{profile}: {{field: value, ...}}}}",
             )
         raw = deep_merge(raw, profiles[profile])
     if overrides:
         raw = deep_merge(raw, overrides)
     spec = validate(ExperimentSpec, raw, path)
+    for key in ("layout", "calibration"):
+        value = getattr(spec, key)
+        if isinstance(value, str) and (not value.strip() or "\x00" in value):
+            raise UserError(
+                f"{path}: field '{key}'",
+                f"{value!r} is not a file path",
+                f"give the path of the {key} file, relative to the spec",
+            )
     calibration_path = (path.parent / spec.calibration).resolve()
     if isinstance(spec.layout, LayoutRef):
         from testbed.network.generate import generate
@@ -132,6 +298,7 @@ def load_experiment(
     spec = _expand_stream_nodes(spec, layout, path)
     calibration = load_calibration(calibration_path)
     _check_references(spec, layout, calibration, path, known_schedulers)
+    _check_magnitudes(spec, layout, calibration, path, calibration_path)
     return ResolvedExperiment(
         spec=spec,
         layout=layout,
@@ -219,6 +386,73 @@ def _check_references(
                     f"unknown scheduler '{name}'",
                     f"use one of {sorted(known_schedulers)}",
                 )
+
+
+def _check_magnitudes(
+    spec: ExperimentSpec,
+    layout: LayoutSpec,
+    calibration: Calibration,
+    path: Path,
+    calibration_path: Path,
+) -> None:
+    """Values that are each in range but together make a run that cannot work."""
+    seen: dict[str, int] = {}
+    for i, node in enumerate(spec.streams.nodes):
+        if node in seen:
+            raise UserError(
+                f"{path}: field 'streams.nodes[{i}]'",
+                f"node '{node}' is listed again (first at streams.nodes[{seen[node]}], "
+                "perhaps through 'layer:...')",
+                "list each node once",
+            )
+        seen[node] = i
+    low = spec.streams.period_s[0]
+    if spec.duration_s < low:
+        raise UserError(
+            f"{path}: field 'duration_s'",
+            f"{spec.duration_s:g} s is shorter than the shortest training period "
+            f"({low:g} s, streams.period_s), so no stream would ever train",
+            f"make duration_s at least {low:g} or lower streams.period_s",
+        )
+    for i, event in enumerate(spec.timeplan):
+        if event.at_s > spec.duration_s:
+            raise UserError(
+                f"{path}: field 'timeplan[{i}].at_s'",
+                f"{event.at_s:g} s is after the end of the run (duration_s {spec.duration_s:g}"
+                " s), so the event would never happen",
+                f"give a time between 0 and {spec.duration_s:g}",
+            )
+    flavor_of = {
+        node: layout.flavors[layer.flavor]
+        for layer in layout.layers
+        for node in layout.layer_nodes(layer.name)
+    }
+    for node in spec.streams.nodes:
+        flavor = flavor_of[node]
+        if spec.prediction.cpu_m > 1000.0 * flavor.vcpus:
+            raise UserError(
+                f"{path}: field 'prediction.cpu_m'",
+                f"one prediction job needs {spec.prediction.cpu_m:g} m, more than stream node "
+                f"'{node}' has ({1000 * flavor.vcpus} m), so no stream could run",
+                f"use at most {1000 * flavor.vcpus} m or bigger stream nodes",
+            )
+        if spec.prediction.memory_mb > flavor.memory_mb:
+            raise UserError(
+                f"{path}: field 'prediction.memory_mb'",
+                f"one prediction job needs {spec.prediction.memory_mb:g} MB, more than stream "
+                f"node '{node}' has ({flavor.memory_mb} MB), so no stream could run",
+                f"use at most {flavor.memory_mb} MB or bigger stream nodes",
+            )
+    biggest = max(flavor.memory_mb for flavor in flavor_of.values())
+    for slot in spec.streams.per_node:
+        need = calibration.models[slot.model].memory_mb.mean
+        if need > biggest:
+            raise UserError(
+                f"{calibration_path}: field 'models.{slot.model}.memory_mb.mean'",
+                f"one training run needs {need:g} MB, more than the biggest node of layout "
+                f"'{layout.name}' has ({biggest} MB), so it could never run",
+                "check the unit (MB) or give the layout bigger flavors",
+            )
 
 
 def _check_link(link: tuple[str, str], layout: LayoutSpec, nodes: set[str], where: str) -> None:

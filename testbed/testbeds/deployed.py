@@ -37,7 +37,7 @@ from testbed.experiment.outcome import CellOutcome
 from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.network.topology import Topology
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
-from testbed.workload.citypulse import find_sensor_files
+from testbed.workload.citypulse import find_sensor_files, load_sensor_file, sensor_files_in
 from testbed.workload.detectors import DATA_OF
 
 Sent = list[tuple[str | None, StreamDef, float]]
@@ -57,12 +57,22 @@ def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> Resolv
 
 
 def citypulse_sources() -> dict[str, Path]:
-    """The CityPulse file the replayers play per data kind, where the sample is present."""
-    files = find_sensor_files(CITYPULSE) if CITYPULSE.is_dir() else []
+    """The CityPulse file the replayers play per data kind, where the sample is present.
+
+    Each chosen file is loaded once here, so a damaged one stops the run before any cell
+    starts, naming the file and the line. LOS_CITYPULSE_DIR, where set, must be a data
+    directory; without it a missing default sample means synthetic streams."""
+    named = os.environ.get("LOS_CITYPULSE_DIR")
+    root = Path(named) if named else CITYPULSE
+    if named:
+        files = sensor_files_in(root, f"LOS_CITYPULSE_DIR={named}")
+    else:
+        files = find_sensor_files(root) if root.is_dir() else []
     found = {}
     for kind in dict.fromkeys(DATA_OF.values()):
         match = [p for p in files if p.name.startswith(f"{kind}Data")]
         if match:
+            load_sensor_file(match[0])
             found[kind] = match[0].resolve()
     return found
 

@@ -66,6 +66,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
+from testbed.experiment.optimum_cells import NOT_PROVEN, UNPROVEN_WHY
 from testbed.experiment.outcome import CellOutcome
 from testbed.network.drift import DriftTimeline
 from testbed.network.topology import Topology
@@ -444,7 +445,10 @@ def run_optimum_cell(cell: TwinCell, time_limit_s: float) -> CellOutcome:
     """The optimum as a cell: one row per trigger, executed where the ILP put it."""
     problem = build_problem(cell)
     result = solve(problem, time_limit_s)
-    why = "optimum" if result.proven else "optimum-unproven"
+    # an unproven cell's schedule is only the best found: its rows say so, so that no
+    # drop rate or share is read off it (`testbed.experiment.optimum_cells`)
+    why = "optimum" if result.proven else UNPROVEN_WHY
+    not_run = NOT_SELECTED if result.proven else NOT_PROVEN
     rows: list[dict[str, Any]] = []
     iteration: dict[str, int] = defaultdict(int)
     for j, t in enumerate(problem.triggers):
@@ -462,7 +466,7 @@ def run_optimum_cell(cell: TwinCell, time_limit_s: float) -> CellOutcome:
         }
         chosen = result.chosen.get(j)
         if chosen is None:
-            row.update(outcome="dropped", drop_reason=NOT_SELECTED, path=t.source, hops=0)
+            row.update(outcome="dropped", drop_reason=not_run, path=t.source, hops=0)
         else:
             iteration[t.stream] += 1
             row.update(

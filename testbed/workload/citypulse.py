@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,11 +77,111 @@ class LoadReport:
     end: datetime | None
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_ARCHIVES = (
+    (b"PK\x03\x04", "a zip archive", "unzip it and point at the CSV files inside"),
+    (b"BZh", "a bzip2 file", "unpack it (bunzip2) and point at the CSV file"),
+    (b"\xfd7zXZ\x00", "an xz file", "unpack it (unxz) and point at the CSV file"),
+)
+_SOURCE_FIX = "download or copy the file again from the CityPulse data set"
+
+
+def _line_of(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
+def read_text(path: Path | str) -> str:
+    """A data file's text: gunzipped if it is gzip, decoded as UTF-8. Anything else (a
+    missing or unreadable file, broken gzip, an archive, binary data, another encoding)
+    stops with the file, the line where known, and what to do."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(
+            str(path), "is a directory, not a data file", "pass one CityPulse CSV file here"
+        )
+    if not path.is_file():
+        raise UserError(str(path), "file not found", "check the path to the CityPulse data")
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise UserError(
+            str(path), f"cannot be read ({error.strerror})", "check the file's permissions"
+        ) from None
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise UserError(
+                str(path),
+                f"truncated or corrupt gzip data ({error})",
+                f"{_SOURCE_FIX}; `gzip -t {path.name}` checks a gzip file",
+            ) from None
+    for magic, what, fix in _ARCHIVES:
+        if raw.startswith(magic):
+            raise UserError(str(path), f"{what}, not a CSV file", fix)
+    if raw[257:262] == b"ustar":
+        raise UserError(
+            str(path),
+            "a tar archive, not a CSV file",
+            "unpack it (tar xf) and point at the CSV files inside",
+        )
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise UserError(
+            f"{path}:1",
+            "UTF-16 text (byte order mark), not UTF-8",
+            f"convert it: iconv -f UTF-16 -t UTF-8 {path.name}",
+        )
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        head = raw[:512]
+        if head.count(0) * 3 > len(head):  # every other byte is NUL: UTF-16 without a BOM
+            problem, fix = (
+                "UTF-16 text (NUL bytes between the characters), not UTF-8",
+                f"convert it: iconv -f UTF-16 -t UTF-8 {path.name}",
+            )
+        else:
+            problem, fix = "binary data (a NUL byte), not CSV text", _SOURCE_FIX
+        raise UserError(f"{path}:{_line_of(raw, nul)}", problem, fix)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(
+            f"{path}:{_line_of(raw, error.start)}",
+            f"byte 0x{raw[error.start]:02x} is not UTF-8 (Latin-1 or another encoding?)",
+            f"convert the file to UTF-8, e.g. iconv -f LATIN1 -t UTF-8 {path.name}",
+        ) from None
+
+
 def _open_text(path: Path) -> io.TextIOBase:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return io.StringIO(raw.decode("utf-8-sig"), newline="")
+    return io.StringIO(read_text(path), newline="")
+
+
+def _records(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) per CSV record; a quote left open, or one that runs over the
+    end of its line, stops with the line it opens on."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    last = 0
+    while True:
+        start = last + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            line = start if "end of data" in str(error) else reader.line_num
+            raise UserError(
+                f"{path}:{line}",
+                f"broken CSV quoting ({error}): an unbalanced quote?",
+                'remove the stray " or close the quote on that line',
+            ) from None
+        if reader.line_num > start:
+            raise UserError(
+                f"{path}:{start}",
+                "a quoted field runs over the end of the line (an unbalanced quote?)",
+                'remove the stray " or close the quote on that line',
+            )
+        last = reader.line_num
+        yield start, row
 
 
 def detect_kind(header: list[str], path: Path) -> Kind:
@@ -88,16 +190,32 @@ def detect_kind(header: list[str], path: Path) -> Kind:
         return "traffic"
     if names == POLLUTION_COLUMNS:
         return "pollution"
+    where = f"{path}:1"
+    best = max(
+        (("traffic", TRAFFIC_COLUMNS), ("pollution", POLLUTION_COLUMNS)),
+        key=lambda kind_columns: len(set(kind_columns[1]) & set(names)),
+    )
+    kind, expected = best
+    if len(set(expected) & set(names)) * 2 >= len(expected):  # close to one of the two
+        missing = [c for c in expected if c not in names]
+        extra = [c for c in names if c not in expected]
+        repeated = sorted({c for c in names if names.count(c) > 1})
+        if missing:
+            problem = f"the {kind} header lacks column(s) {missing}"
+        elif extra or repeated:
+            problem = f"the {kind} header has unexpected column(s) {extra or repeated}"
+        else:
+            problem = f"the {kind} header has its columns in another order: {list(names)}"
+        raise UserError(where, problem, f"a CityPulse {kind} file starts {','.join(expected)}")
     raise UserError(
-        f"{path}:1",
+        where,
         f"header {list(names)} is neither a CityPulse traffic nor a pollution file",
         f"expect {list(TRAFFIC_COLUMNS)} or {list(POLLUTION_COLUMNS)}",
     )
 
 
 def _rows(path: Path) -> Iterator[tuple[int, list[str]]]:
-    with _open_text(path) as handle:
-        yield from enumerate(csv.reader(handle), start=1)
+    yield from _records(read_text(path), path)
 
 
 def parse_time(text: str) -> datetime:
@@ -105,23 +223,60 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.strip().replace("T", " "))
 
 
+# what a correct reading of each column lies in (the real files: counts and times >= 0)
+_RANGES: dict[str, tuple[float, float]] = {
+    "avgMeasuredTime": (0.0, np.inf),
+    "avgSpeed": (0.0, np.inf),
+    "medianMeasuredTime": (0.0, np.inf),
+    "vehicleCount": (0.0, np.inf),
+    **{name: (0.0, np.inf) for name in FEATURES["pollution"]},
+    "longitude": (-180.0, 180.0),
+    "latitude": (-90.0, 90.0),
+}
+
+
+def _check_values(
+    path: Path, name: str, values: np.ndarray, lines: np.ndarray, raw: list[str]
+) -> None:
+    """Every value finite and in its column's range, checked at once; the first bad line."""
+    lo, hi = _RANGES[name]
+    finite = np.isfinite(values)
+    bad = ~finite | (values < lo) | (values > hi)
+    if not bad.any():
+        return
+    first = int(np.argmax(bad))
+    text = raw[first]
+    if not finite[first]:
+        problem = f"column '{name}' is {text.strip()!r}, not a finite number"
+    elif values[first] < lo and lo == 0.0:
+        problem = f"column '{name}' is negative: {text.strip()!r}"
+    else:
+        problem = f"column '{name}' is {text.strip()!r}, outside [{lo:g}, {hi:g}]"
+    raise UserError(f"{path}:{int(lines[first])}", problem, "repair or remove that line")
+
+
 def load_sensor_file(path: Path | str) -> tuple[pd.DataFrame, LoadReport]:
     """One sensor file as a frame indexed by time, plus what was found while loading."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(str(path), "file not found", "check the path to the CityPulse data")
     rows = _rows(path)
-    try:
-        _, header = next(rows)
-    except StopIteration:
-        raise UserError(str(path), "the file is empty", "point at a CityPulse CSV file") from None
+    header: list[str] | None = None
+    for _, candidate in rows:
+        if candidate and any(cell.strip() for cell in candidate):
+            header = candidate
+            break
+    if header is None:
+        raise UserError(
+            str(path), "the file is empty", "point at a CityPulse CSV file (header and samples)"
+        )
     kind = detect_kind(header, path)
     columns = TRAFFIC_COLUMNS if kind == "traffic" else POLLUTION_COLUMNS
     time_col = columns.index(_TIME_COLUMN[kind])
     numeric = [(columns.index(c), c) for c in _NUMERIC[kind]]
     times: list[datetime] = []
     values: dict[str, list[float]] = {c: [] for _, c in numeric}
+    texts: dict[str, list[str]] = {c: [] for _, c in numeric}
     report_ids: list[str] = []
+    lines: list[int] = []
     for number, row in rows:
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -132,28 +287,59 @@ def load_sensor_file(path: Path | str) -> tuple[pd.DataFrame, LoadReport]:
                 "repair or remove that line",
             )
         try:
-            times.append(parse_time(row[time_col]))
+            stamp = parse_time(row[time_col])
         except ValueError:
             raise UserError(
                 f"{path}:{number}",
                 f"column '{columns[time_col]}' is not a timestamp: {row[time_col]!r}",
                 "use YYYY-MM-DDTHH:MM:SS or YYYY-MM-DD HH:MM:SS",
             ) from None
+        if stamp.tzinfo is not None:
+            raise UserError(
+                f"{path}:{number}",
+                f"column '{columns[time_col]}' carries a time zone: {row[time_col]!r}",
+                "write local Aarhus time without a zone, as the CityPulse files do",
+            )
+        times.append(stamp)
+        lines.append(number)
         for index, name in numeric:
+            cell = row[index]
             try:
-                values[name].append(float(row[index]))
+                values[name].append(float(cell))
             except ValueError:
                 raise UserError(
                     f"{path}:{number}",
-                    f"column '{name}' is not a number: {row[index]!r}",
+                    f"column '{name}' is not a number: {cell!r}",
                     "repair or remove that line",
                 ) from None
+            texts[name].append(cell)
         if kind == "traffic":
             report_ids.append(row[columns.index("REPORT_ID")].strip())
-    frame = pd.DataFrame(values, index=pd.DatetimeIndex(times, name="time"))
+    if not times:
+        raise UserError(
+            f"{path}:1",
+            "a header but no data rows",
+            "point at a file with samples (a CityPulse file has thousands)",
+        )
+    line_numbers = np.asarray(lines)
+    arrays = {name: np.asarray(column, dtype=float) for name, column in values.items()}
+    for name, column in arrays.items():
+        _check_values(path, name, column, line_numbers, texts[name])
+    frame = pd.DataFrame(arrays, index=pd.DatetimeIndex(times, name="time"))
     if kind == "traffic":
+        ids = np.asarray(report_ids)
+        bad = (ids == "") | (ids != ids[0])
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise UserError(
+                f"{path}:{lines[first]}",
+                f"REPORT_ID {report_ids[first]!r} where the file's first row has {report_ids[0]!r}"
+                if ids[first]
+                else "column 'REPORT_ID' is empty",
+                "one sensor per file: split the file by REPORT_ID, or repair that line",
+            )
         frame["REPORT_ID"] = report_ids
-    frame = frame.sort_index(kind="stable")
+    frame = frame.sort_index(kind="stable")  # the real files jump back in time now and then
     duplicated = frame.index.duplicated(keep="first")
     frame = frame[~duplicated]
     steps = frame.index.to_series().diff().dt.total_seconds().to_numpy()[1:]
@@ -174,13 +360,49 @@ def load_sensor_file(path: Path | str) -> tuple[pd.DataFrame, LoadReport]:
 
 
 def load_metadata(path: Path | str) -> pd.DataFrame:
-    """trafficMetaData.csv indexed by REPORT_ID."""
+    """trafficMetaData.csv indexed by REPORT_ID. A ragged or truncated row, a missing,
+    empty or repeated REPORT_ID stops with the file and the line."""
     path = Path(path)
-    with _open_text(path) as handle:
-        frame = pd.read_csv(handle, dtype=str)
-    if "REPORT_ID" not in frame.columns:
-        raise UserError(str(path), "no REPORT_ID column", "point at trafficMetaData.csv")
+    text = read_text(path)
+    records = [(n, row) for n, row in _records(text, path) if any(c.strip() for c in row)]
+    if not records:
+        raise UserError(str(path), "the file is empty", "point at trafficMetaData.csv")
+    header_line, header = records[0]
+    names = [h.strip() for h in header]
+    if "REPORT_ID" not in names:
+        raise UserError(f"{path}:{header_line}", "no REPORT_ID column in the header", _METADATA_FIX)
+    repeated = sorted({n for n in names if names.count(n) > 1 or not n})
+    if repeated:
+        raise UserError(
+            f"{path}:{header_line}", f"empty or repeated header names {repeated}", _METADATA_FIX
+        )
+    if len(records) == 1:
+        raise UserError(f"{path}:{header_line}", "a header but no sensor rows", _METADATA_FIX)
+    id_col = names.index("REPORT_ID")
+    first_line: dict[str, int] = {}
+    for number, row in records[1:]:
+        if len(row) != len(names):
+            raise UserError(
+                f"{path}:{number}",
+                f"{len(row)} fields where the header has {len(names)} (a truncated file?)",
+                "repair or remove that line, or copy the file again",
+            )
+        report_id = row[id_col].strip()
+        if not report_id:
+            raise UserError(f"{path}:{number}", "column 'REPORT_ID' is empty", _ROW_FIX)
+        if report_id in first_line:
+            raise UserError(
+                f"{path}:{number}",
+                f"REPORT_ID {report_id} again (first on line {first_line[report_id]})",
+                _ROW_FIX,
+            )
+        first_line[report_id] = number
+    frame = pd.read_csv(io.StringIO(text, newline=""), dtype=str)
     return frame.set_index("REPORT_ID")
+
+
+_METADATA_FIX = "point at CityPulse's trafficMetaData.csv (its header starts POINT_1_STREET)"
+_ROW_FIX = "repair or remove that line"
 
 
 def with_metadata(traffic: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame:
@@ -204,3 +426,93 @@ def find_sensor_files(root: Path | str) -> list[Path]:
         "pollutionData*.csv.gz",
     )
     return sorted({p for pattern in patterns for p in root.rglob(pattern)})
+
+
+_DIR_FIX = (
+    "point at the CityPulse data directory (it holds trafficData*.csv[.gz] and "
+    "pollutionData*.csv[.gz] files)"
+)
+
+
+def sensor_files_in(root: Path | str, label: str | None = None) -> list[Path]:
+    """The sensor files under a data directory the user named; refuses a path that does
+    not exist, is a file, or holds no sensor files. `label` says where the path came from
+    (a flag or a variable), for the error line."""
+    root = Path(root)
+    where = label or str(root)
+    if not root.exists():
+        raise UserError(where, f"{root} does not exist", _DIR_FIX)
+    if not root.is_dir():
+        raise UserError(where, f"{root} is a file, not a directory", _DIR_FIX)
+    files = find_sensor_files(root)
+    if not files:
+        raise UserError(
+            where,
+            f"{root} holds no trafficData*.csv or pollutionData*.csv files (plain or .gz)",
+            _DIR_FIX,
+        )
+    return files
+
+
+def first_of_each_kind(files: list[Path]) -> dict[Kind, Path]:
+    """The file a run or a calibration reads per data kind: the first in sorted order."""
+    chosen: dict[Kind, Path] = {}
+    for kind in ("traffic", "pollution"):
+        match = [p for p in sorted(files) if p.name.startswith(f"{kind}Data")]
+        if match:
+            chosen[kind] = match[0]  # type: ignore[index]
+    return chosen
+
+
+def checked_data_dir(root: Path | str, label: str | None = None) -> Path:
+    """A data directory whose files a run reads (the first of each kind) load cleanly."""
+    for path in first_of_each_kind(sensor_files_in(root, label)).values():
+        load_sensor_file(path)
+    return Path(root)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check_file(path: Path | str) -> str:
+    """Load one sensor or metadata file fully; a one-line summary of it."""
+    path = Path(path)
+    if path.name.lower().startswith("trafficmetadata"):
+        meta = load_metadata(path)
+        return f"{path}: traffic metadata, {len(meta)} sensors, sha256 {_sha256(path)[:16]}"
+    _, report = load_sensor_file(path)
+    span = (
+        f"{report.start:%Y-%m-%dT%H:%M} .. {report.end:%Y-%m-%dT%H:%M}"
+        if report.start and report.end
+        else "no span"
+    )
+    return (
+        f"{path}: {report.kind}, {report.rows} rows ({report.duplicates} repeated "
+        f"timestamps dropped, {report.gaps} gaps, step {report.step_s:g} s), {span}, "
+        f"sha256 {_sha256(path)[:16]}"
+    )
+
+
+def check_path(path: Path | str) -> list[str]:
+    """`testbed data check`: a file, or every sensor and metadata file under a directory."""
+    path = Path(path)
+    if not path.is_dir():
+        return [check_file(path)]
+    files = sensor_files_in(path) + sorted(path.rglob("trafficMetaData*.csv"))
+    lines = [check_file(p) for p in files]
+    lines.append(f"{path}: {len(files)} files ok")
+    return lines
+
+
+DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "citypulse"
+
+
+def data_dir_from_flag(value: str | None, flag: str = "--data") -> Path | None:
+    """The data directory of a `--data` flag, checked: the files it will read load. Without
+    the flag, the shared sample where it is present, else None (synthetic data)."""
+    if value is None:
+        if DEFAULT_DATA_DIR.is_dir() and find_sensor_files(DEFAULT_DATA_DIR):
+            return checked_data_dir(DEFAULT_DATA_DIR)
+        return None
+    return checked_data_dir(Path(value), f"{flag} {value}")

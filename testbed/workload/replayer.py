@@ -91,8 +91,11 @@ async def replay(
     host: str,
     port: int,
     clock: Callable[[], float] = time.monotonic,
+    connect_timeout_s: float = 10.0,
 ) -> ReplayStats:
-    _, writer = await asyncio.open_connection(host, port)
+    """Send the samples on schedule. A refused or unanswered connection raises OSError or
+    TimeoutError (after `connect_timeout_s`) before anything is sent."""
+    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), connect_timeout_s)
     start = clock()
     lag = 0.0
     try:

@@ -377,7 +377,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from testbed.workload.endpoints import parse_host_port
     from testbed.workload.replayer import replay, rotated, samples_of, schedule
 
-    host, port = parse_host_port(args.to, "--to")
+    host, port = parse_host_port(args.to, "flag --to")
     _check_replay_flags(args)
     if args.file.startswith("synthetic:"):  # synthetic:KIND:SEED, the CityPulse schema
         import numpy as np
@@ -426,19 +426,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         stats = asyncio.run(replay(stream, samples, offsets, host, port))
     except ConnectionRefusedError:
         raise UserError(
-            f"--to {args.to}",
+            f"flag --to {args.to}",
             "connection refused: nothing listens there",
             "start the prediction job first (testbed predict --listen HOST:PORT) or fix the port",
         ) from None
     except TimeoutError:
         raise UserError(
-            f"--to {args.to}",
+            f"flag --to {args.to}",
             "no connection within 10 s",
             "check the host, the port and that no firewall drops the traffic",
         ) from None
     except OSError as error:
         raise UserError(
-            f"--to {args.to}",
+            f"flag --to {args.to}",
             f"the stream failed: {error.strerror or error}",
             "check that the prediction job runs and stays up at that address",
         ) from None
@@ -457,11 +457,13 @@ def _check_replay_flags(args: argparse.Namespace) -> None:
         raise UserError("replay", "give one of --interval or --speedup", "e.g. --interval 0.25")
     if args.interval is not None and not (math.isfinite(args.interval) and args.interval >= 0):
         raise UserError(
-            "--interval", f"{args.interval} is not a number of seconds >= 0", "e.g. --interval 0.25"
+            "flag --interval",
+            f"{args.interval} is not a number of seconds >= 0",
+            "e.g. --interval 0.25",
         )
     if args.speedup is not None and not (math.isfinite(args.speedup) and args.speedup > 0):
         raise UserError(
-            "--speedup", f"{args.speedup} is not a positive factor", "e.g. --speedup 600"
+            "flag --speedup", f"{args.speedup} is not a positive factor", "e.g. --speedup 600"
         )
     for flag, value, lowest in (
         ("--limit", args.limit, 1),
@@ -469,7 +471,9 @@ def _check_replay_flags(args: argparse.Namespace) -> None:
         ("--preroll", args.preroll, 0),
     ):
         if value is not None and value < lowest:
-            raise UserError(flag, f"{value} is below {lowest}", f"give {flag} {lowest} or more")
+            raise UserError(
+                f"flag {flag}", f"{value} is below {lowest}", f"give {flag} {lowest} or more"
+            )
 
 
 def _read_secret(path: Path) -> bytes:
@@ -478,7 +482,7 @@ def _read_secret(path: Path) -> bytes:
         return bytes.fromhex(text)
     except (OSError, UnicodeDecodeError, ValueError) as error:
         raise UserError(
-            f"--secret-file {path}",
+            f"flag --secret-file {path}",
             f"not a readable hex secret ({getattr(error, 'strerror', None) or error})",
             "give the file with the testbed's secret: one line of hex digits",
         ) from None
@@ -494,11 +498,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     listen = args.listen if ":" in args.listen else f":{args.listen}"
     host, port = parse_host_port(
-        f"127.0.0.1{listen}" if listen.startswith(":") else listen, "--listen", True
+        f"127.0.0.1{listen}" if listen.startswith(":") else listen, "flag --listen", True
     )
     if args.samples < 1 or not args.poll > 0:
         raise UserError(
-            "--samples" if args.samples < 1 else "--poll",
+            "flag --samples" if args.samples < 1 else "flag --poll",
             f"must be positive (got {args.samples if args.samples < 1 else args.poll})",
             "e.g. --samples 1000 --poll 2",
         )
@@ -526,7 +530,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             server = await job.serve(host, port)
         except OSError as error:
             raise UserError(
-                f"--listen {args.listen}",
+                f"flag --listen {args.listen}",
                 f"cannot listen there: {error.strerror or error}",
                 "pick a free port on an address of this machine (port 0: any free port)",
             ) from None
@@ -600,7 +604,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return cmd_up_openstack(args)
     if args.testbed != "local":
         raise UserError(
-            f"--testbed {args.testbed}",
+            f"flag --testbed {args.testbed}",
             "only the local and openstack testbeds are brought up (the twin needs nothing)",
             "use --testbed local or --testbed openstack",
         )
@@ -724,14 +728,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         limits = [float(x) for x in args.limits.split(",")]
     except ValueError:
         raise UserError(
-            "--limits",
+            "flag --limits",
             f"not a list of numbers: {args.limits!r}",
             "write millicores separated by commas, e.g. 100,200,400",
         ) from None
     kinds = args.models.split(",")
     for kind in kinds:
         if kind not in ("lstm", "autoencoder"):
-            raise UserError("--models", f"unknown model '{kind}'", "use lstm and/or autoencoder")
+            raise UserError(
+                "flag --models", f"unknown model '{kind}'", "use lstm and/or autoencoder"
+            )
     from testbed.workload.citypulse import data_dir_from_flag
 
     data = data_dir_from_flag(args.data)

@@ -207,7 +207,7 @@ TINY_LAYOUT = """
 name: tiny
 flavors:
   small: {vcpus: 1, memory_mb: 512, disk_gb: 1}
-  huge: {vcpus: 1, memory_mb: 99999999, disk_gb: 1}   # more than any compute host has
+  huge: {vcpus: 1, memory_mb: 8000000, disk_gb: 1}   # 7.6 TiB: more than any compute host has
 layers:
   - {name: cloud, flavor: small, count: 1, link: {latency_ms: 1, bandwidth_mbit: 1000}}
   - name: edge

@@ -153,7 +153,9 @@ def test_bad_layout_is_reported_in_the_layout_file(tmp_path: Path) -> None:
     path = _write_variant(tmp_path)
     layout = tmp_path / "layouts" / "paper.yaml"
     layout.write_text(layout.read_text().replace("gateways: [5]", "gateways: [7]"))
-    with pytest.raises(UserError, match=r"paper\.yaml: field '\(top level\)'.*gateway index 7"):
+    with pytest.raises(
+        UserError, match=r"paper\.yaml: field 'layers\[2\]\.gateways'.*gateway index 7"
+    ):
         load_experiment(path)
 
 

@@ -92,6 +92,23 @@ class StrictModel(BaseModel):
         return data if out is None else out
 
 
+class FieldProblem(ValueError):
+    """A rule of a whole model that one of its fields breaks: `field` is its dotted path
+    below the model (e.g. 'layers[2].flavor'), so the loader names that field, not the
+    model it sits in."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def _number(value: float) -> str:
+    """A value as the user wrote it: 1000000, not 1e+06 (but 1e+30 for a 31-digit int)."""
+    if isinstance(value, int) and abs(value) < 10**16:
+        return str(value)
+    return f"{value:g}"
+
+
 def limit(
     low: float | None = None,
     high: float | None = None,
@@ -106,13 +123,13 @@ def limit(
             raise ValueError(f"not a finite number{FIX_MARK}give a finite number")
         if low is not None and value < low:
             raise ValueError(
-                f"{value:g}{unit} is below the minimum {low:g}{unit} ({why})"
-                f"{FIX_MARK}use at least {low:g}{unit}"
+                f"{_number(value)}{unit} is below the minimum {_number(low)}{unit} ({why})"
+                f"{FIX_MARK}use at least {_number(low)}{unit}"
             )
         if high is not None and value > high:
             raise ValueError(
-                f"{value:g}{unit} is above the maximum {high:g}{unit} ({why})"
-                f"{FIX_MARK}use at most {high:g}{unit}"
+                f"{_number(value)}{unit} is above the maximum {_number(high)}{unit} ({why})"
+                f"{FIX_MARK}use at most {_number(high)}{unit}"
             )
         return value
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator, model_validator
 
 from testbed.spec.calibration import Calibration
-from testbed.spec.checks import FIX_MARK, StrictModel, limit, unique_items
+from testbed.spec.checks import FIX_MARK, FieldProblem, StrictModel, limit, unique_items
 from testbed.spec.layout import MAX_CPU_M, MAX_MEMORY_MB, LayoutRef, LayoutSpec
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -155,16 +155,18 @@ class LosParams(_Strict):
     @model_validator(mode="after")
     def _limits_ordered(self) -> LosParams:
         if self.min_limit_m > self.initial_limit_m:
-            raise ValueError(
+            raise FieldProblem(
+                "min_limit_m",
                 f"min_limit_m ({self.min_limit_m:g}) is above initial_limit_m "
                 f"({self.initial_limit_m:g}): the first limit would already break the floor"
-                f"{FIX_MARK}lower los.min_limit_m or raise los.initial_limit_m"
+                f"{FIX_MARK}lower los.min_limit_m or raise los.initial_limit_m",
             )
         if self.min_runs_for_fit > self.history_window:
-            raise ValueError(
+            raise FieldProblem(
+                "min_runs_for_fit",
                 f"min_runs_for_fit ({self.min_runs_for_fit}) is above history_window "
                 f"({self.history_window}): the runtime model would never be fitted"
-                f"{FIX_MARK}make los.min_runs_for_fit at most los.history_window"
+                f"{FIX_MARK}make los.min_runs_for_fit at most los.history_window",
             )
         return self
 
@@ -396,7 +398,10 @@ class ExperimentSpec(_Strict):
     @model_validator(mode="after")
     def _schedulers_unique(self) -> ExperimentSpec:
         if len(set(self.schedulers)) != len(self.schedulers):
-            raise ValueError(f"schedulers are listed twice: {self.schedulers}")
+            raise FieldProblem(
+                "schedulers",
+                f"schedulers are listed twice: {self.schedulers}. Fix: list each one once",
+            )
         return self
 
 

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from testbed.errors import UserError
-from testbed.spec.checks import StrictModel, limit, unique_items
+from testbed.spec.checks import FieldProblem, StrictModel, limit, unique_items
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
@@ -164,46 +164,74 @@ class LayoutSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> LayoutSpec:
         names = [layer.name for layer in self.layers]
-        if len(set(names)) != len(names):
-            raise ValueError(f"layer names must be unique, got {names}")
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise FieldProblem(
+                    f"layers[{i}].name",
+                    f"layer name '{name}' is used twice (also layers[{names.index(name)}]); "
+                    f"layer names must be unique. Fix: rename one of them",
+                )
         for i, layer in enumerate(self.layers):
             if layer.flavor not in self.flavors:
-                raise ValueError(
+                raise FieldProblem(
+                    f"layers[{i}].flavor",
                     f"layer '{layer.name}' uses flavor '{layer.flavor}', which is not one of "
-                    f"{sorted(self.flavors)}"
+                    f"{sorted(self.flavors)}. Fix: use one of them or add it under 'flavors'",
                 )
             for g in layer.gateways:
                 if g > layer.count:
-                    raise ValueError(
-                        f"layer '{layer.name}' gateway index {g} is above its count {layer.count}"
+                    raise FieldProblem(
+                        f"layers[{i}].gateways",
+                        f"layer '{layer.name}' gateway index {g} is above its count "
+                        f"{layer.count}. Fix: give 1-based indices from 1 to {layer.count}",
                     )
             if layer.gateways and i == 0:
-                raise ValueError(f"layer '{layer.name}' is the top layer and cannot have gateways")
+                raise FieldProblem(
+                    f"layers[{i}].gateways",
+                    f"layer '{layer.name}' is the top layer and cannot have gateways. "
+                    "Fix: remove them (only lower layers join the layer above)",
+                )
             if layer.gateways and layer.uplink is None:
-                raise ValueError(f"layer '{layer.name}' has gateways but no 'uplink' link profile")
+                raise FieldProblem(
+                    f"layers[{i}].uplink",
+                    f"layer '{layer.name}' has gateways but no 'uplink' link profile. "
+                    "Fix: add uplink: {latency_ms: ..., bandwidth_mbit: ...}",
+                )
         all_nodes = {n for layer in self.layers for n in self.layer_nodes(layer.name)}
-        for rule in self.drift:
+        for j, rule in enumerate(self.drift):
             if rule.layer is not None and rule.layer not in names:
-                raise ValueError(f"drift rule selects unknown layer '{rule.layer}' (have {names})")
+                raise FieldProblem(
+                    f"drift[{j}].layer",
+                    f"drift rule selects unknown layer '{rule.layer}'. Fix: use one of {names}",
+                )
             unknown = sorted(set(rule.nodes or []) - all_nodes)
             if unknown:
-                raise ValueError(f"drift rule selects unknown nodes {unknown}")
-        for a, b in self.links or []:
+                raise FieldProblem(
+                    f"drift[{j}].nodes",
+                    f"drift rule selects unknown nodes {unknown}. Fix: use nodes of the layout",
+                )
+        for k, (a, b) in enumerate(self.links or []):
             if a not in all_nodes or b not in all_nodes or a == b:
-                raise ValueError(f"link [{a}, {b}] needs two different nodes of the layout")
+                raise FieldProblem(
+                    f"links[{k}]",
+                    f"link [{a}, {b}] needs two different nodes of the layout. "
+                    "Fix: name two nodes that exist, e.g. [edge-1, fog-1]",
+                )
         if len(all_nodes) > MAX_NODES:
-            raise ValueError(
+            raise FieldProblem(
+                "layers",
                 f"{len(all_nodes)} nodes are above the limit of {MAX_NODES} (the twin and "
-                f"the routing tables grow with N x N). Fix: use at most {MAX_NODES} nodes"
+                f"the routing tables grow with N x N). Fix: use at most {MAX_NODES} nodes",
             )
         if self.links is None:
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
                 if layer.count > MAX_LAYER_NETWORK:
-                    raise ValueError(
+                    raise FieldProblem(
+                        f"layers[{i}].count",
                         f"layer '{layer.name}' has {layer.count} nodes on one network, above "
                         f"the limit of {MAX_LAYER_NETWORK} (every node of a layer is a direct "
                         "neighbour of every other, so links grow with N x N). Fix: split it "
-                        "into layers, or generate a mesh with layout: {generate: ...}"
+                        "into layers, or generate a mesh with layout: {generate: ...}",
                     )
         return self
 
@@ -274,9 +302,9 @@ class GeneratedLayout(_Strict):
     @model_validator(mode="after")
     def _enough(self) -> GeneratedLayout:
         if len(self.shares) < 1:
-            raise ValueError("give at least one layer in 'shares'")
+            raise FieldProblem("shares", "give at least one layer in 'shares'")
         if self.nodes < len(self.shares):
-            raise ValueError(f"{self.nodes} nodes cannot fill {len(self.shares)} layers")
+            raise FieldProblem("nodes", f"{self.nodes} nodes cannot fill {len(self.shares)} layers")
         return self
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import numpy as np
 import yaml
@@ -12,7 +12,14 @@ from pydantic import BaseModel, ValidationError
 
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
-from testbed.spec.checks import BOOL_FIX, BOOL_PROBLEM, BoolGiven, split_fix
+from testbed.spec.checks import (
+    BOOL_FIX,
+    BOOL_PROBLEM,
+    BoolGiven,
+    FieldProblem,
+    StrictModel,
+    split_fix,
+)
 from testbed.spec.experiment import ExperimentSpec, ResolvedExperiment
 from testbed.spec.layout import LayoutRef, LayoutSpec
 
@@ -103,7 +110,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     text = _read_text(path)
     if not text.strip():
         raise UserError(
-            str(path), "the file is empty", "write the spec's fields as 'key: value' lines"
+            str(path), "the file is empty", "write the file's fields as 'key: value' lines"
         )
     try:
         data = yaml.load(text, Loader=UniqueKeyLoader)
@@ -126,7 +133,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         ) from None
     if data is None:
         raise UserError(
-            str(path), "the file holds only comments", "write the spec's fields as 'key: value'"
+            str(path), "the file holds only comments", "write the file's fields as 'key: value'"
         )
     if not isinstance(data, dict):
         raise UserError(
@@ -137,9 +144,58 @@ def read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "tuple", "none"}
+
+
+def _model_names(cls: type[BaseModel]) -> set[str]:
+    return {cls.__name__}.union(*(_model_names(sub) for sub in cls.__subclasses__()))
+
+
+def _discriminator_tags(cls: type[BaseModel]) -> set[str]:
+    """The `kind: Literal[...]` values of the spec models: pydantic puts the chosen one
+    into an error's location (`drift[0].profile.sine.base_ms`), the user never wrote it."""
+    tags: set[str] = set()
+    kind = cls.model_fields.get("kind")
+    if kind is not None and get_origin(kind.annotation) is Literal:
+        tags.update(str(v) for v in get_args(kind.annotation))
+    for sub in cls.__subclasses__():
+        tags |= _discriminator_tags(sub)
+    return tags
+
+
+def _is_union_tag(part: int | str) -> bool:
+    """A location part pydantic adds for a member of a union (`str`, `LayoutRef`,
+    `function-after[...]`), not a field the user wrote."""
+    if not isinstance(part, str):
+        return False
+    return (
+        part in _TYPE_TAGS
+        or "[" in part
+        or part in _model_names(StrictModel)
+        or part in _discriminator_tags(StrictModel)
+    )
+
+
+def _chosen_error(errors: list[Any]) -> Any:
+    """The error to show. A value that fits no member of a union gets one error per
+    member; the member that got further into the value (a deeper location) is the one
+    the user meant, e.g. `layout: {generate: {nodes: 20000}}` is a LayoutRef, not a str."""
+    first = errors[0]
+    loc = tuple(first["loc"])
+    if len(loc) >= 2 and _is_union_tag(loc[-1]):
+        parent = loc[:-1]
+        for other in errors[1:]:
+            other_loc = tuple(other["loc"])
+            if other_loc[: len(parent)] == parent and len(other_loc) > len(loc):
+                return other
+    return first
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
+        if _is_union_tag(part):
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -152,8 +208,29 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_BOUND_FIX = {
+    "greater_than": "give a number above {gt}",
+    "greater_than_equal": "give a number of at least {ge}",
+    "less_than": "give a number below {lt}",
+    "less_than_equal": "give a number of at most {le}",
+    "too_short": "give at least {min_length} item(s)",
+    "too_long": "give at most {max_length} item(s)",
+    "finite_number": "give a finite number (.inf and .nan are not)",
+    "literal_error": "use {expected}",
+    "string_pattern_mismatch": "use lower-case letters and digits, starting with a letter",
+}
+
+
 def _fix_for(error: dict[str, Any]) -> str:
     kind = error["type"]
+    if kind in _BOUND_FIX:
+        try:
+            ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in error["ctx"].items()}
+            return _BOUND_FIX[kind].format(**ctx)
+        except (KeyError, IndexError, AttributeError):
+            pass
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "write it as a mapping of its fields (key: value)"
     if kind == "missing":
         return "add this field"
     if kind == "extra_forbidden":
@@ -169,8 +246,17 @@ def validate(model: type[M], data: dict[str, Any], path: Path) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = _field_path(tuple(first["loc"])).replace("\n", "\\n")
+        first = _chosen_error(exc.errors())
+        loc = tuple(first["loc"])
+        problem = (first.get("ctx") or {}).get("error")
+        if isinstance(problem, FieldProblem):  # a model's rule that blames one of its fields
+            inner = (
+                problem.field if problem.field.startswith("[") or not loc else "." + problem.field
+            )
+            field = (_field_path(loc) if loc else "") + inner
+        else:
+            field = _field_path(loc)
+        field = field.replace("\n", "\\n")
         message, fix = split_fix(str(first["msg"]).removeprefix("Value error, "))
         got = first.get("input")
         if isinstance(got, BoolGiven):
@@ -211,7 +297,8 @@ def check_connected(layout: LayoutSpec, where: str) -> None:
                 raise UserError(
                     f"{where}: field 'layers[{i}].gateways'",
                     f"layer '{layer.name}' has no gateway, so node '{layer.name}-1' cannot "
-                    f"reach layer '{above}' above it (nor '{top}')",
+                    f"reach layer '{above}' above it"
+                    + (f" (nor the top layer '{top}')" if above != top else ""),
                     "make one of its nodes a gateway, e.g. gateways: [1], with an 'uplink'",
                 )
         return
@@ -253,6 +340,13 @@ def load_experiment(
     """Read an experiment spec, apply a profile and overrides, load what it refers to."""
     path = Path(path)
     raw = read_yaml(path)
+    if "testbed_id" in raw and "schedulers" not in raw and "sweep" not in raw:
+        raise UserError(
+            str(path),
+            "an OpenStack testbed spec (testbed_id, image, flavors...), not an experiment spec",
+            "give an experiment spec such as experiments/los-scheduling.yaml, and this file "
+            "to --openstack-spec",
+        )
     if profile is not None:
         profiles = raw.get("profiles") or {}
         if not isinstance(profiles, dict):
@@ -285,7 +379,7 @@ def load_experiment(
                 f"{value!r} is not a file path",
                 f"give the path of the {key} file, relative to the spec",
             )
-    calibration_path = (path.parent / spec.calibration).resolve()
+    calibration_path = _referenced(path, "calibration", spec.calibration)
     if isinstance(spec.layout, LayoutRef):
         from testbed.network.generate import generate
 
@@ -293,7 +387,7 @@ def load_experiment(
         layout = generate(generated, np.random.default_rng(generated.seed))
         layout_path = path.resolve()  # the spec holds what the layout was made from
     else:
-        layout_path = (path.parent / spec.layout).resolve()
+        layout_path = _referenced(path, "layout", spec.layout)
         layout = load_layout(layout_path)
     spec = _expand_stream_nodes(spec, layout, path)
     calibration = load_calibration(calibration_path)
@@ -386,6 +480,22 @@ def _check_references(
                     f"unknown scheduler '{name}'",
                     f"use one of {sorted(known_schedulers)}",
                 )
+
+
+def _referenced(path: Path, key: str, value: str) -> Path:
+    """The file a spec's `layout` or `calibration` names, resolved against the spec: the
+    spec's field is blamed when it names nothing readable."""
+    fix = f"give the path of the {key} file, relative to the spec"
+    try:
+        target = (path.parent / value).resolve()
+        if target.is_file():
+            return target
+        what = "is a directory, not a file" if target.is_dir() else "file not found"
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{path}: field '{key}'", f"{_shown(value)} is not a usable path ({exc})", fix
+        ) from None
+    raise UserError(f"{path}: field '{key}'", f"{target}: {what}", fix)
 
 
 def _check_magnitudes(

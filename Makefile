@@ -77,6 +77,7 @@ bench-openstack: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # LOS_REQUIRE_OPENSTACK_BOX=1, LOS_REQUIRE_LOCAL_TESTBED=1 and LOS_REQUIRE_CITYPULSE=1 in the
 # environment (as .ci/run sets them) reach pytest unchanged: a missing prerequisite then
@@ -105,4 +106,4 @@ lock:
 		--no-header -c requirements.lock | grep -E '^netfilterqueue==' > requirements-local.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .tox
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .tox .import_linter_cache

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from testbed.experiment.optimum_cells import NOT_PROVEN, OPTIMUM, UNPROVEN_WHY
+from testbed.results.optimum_cells import NOT_PROVEN, OPTIMUM, UNPROVEN_WHY
 
 CellKey = tuple[int, int]
 """(stream count, repetition) of a cell."""

@@ -17,8 +17,8 @@ from matplotlib.figure import Figure
 
 from analysis import figure_data
 from analysis.run_data import RunData, proven_only, unproven_optimum
-from testbed.experiment.optimum_cells import OPTIMUM, OptimumCell
 from testbed.results.atomic import atomic_write
+from testbed.results.optimum_cells import OPTIMUM, OptimumCell
 
 PANELS_PER_ROW = 4
 PAPER_STYLE = {"color": "0.2", "marker": "x", "linestyle": "none", "markersize": 8}

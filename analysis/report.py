@@ -13,8 +13,8 @@ import pandas as pd
 from analysis import figure_data
 from analysis.figures import draw_all
 from analysis.run_data import RunData, load_run, proven_only, unproven_optimum
-from testbed.experiment.optimum_cells import OPTIMUM, OptimumCell, mean_drop_bound
 from testbed.results.atomic import atomic_write_text
+from testbed.results.optimum_cells import OPTIMUM, OptimumCell, mean_drop_bound
 
 
 def _pct(value: float | None, digits: int = 1) -> str:

@@ -12,8 +12,8 @@ from pyarrow import ArrowException
 
 from analysis import figure_data
 from testbed.errors import UserError
-from testbed.experiment.optimum_cells import OPTIMUM, OptimumCell, read_optimum_cells
 from testbed.results import rundir
+from testbed.results.optimum_cells import OPTIMUM, OptimumCell, read_optimum_cells
 
 
 @dataclass(frozen=True)

@@ -295,13 +295,13 @@ def _teardown_after_failure(options: dict[str, Any], console: Console) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from testbed.bench import run_bench
+    from testbed.bench.paper import run_bench
 
     return run_bench(Path(args.experiments), Path(args.results) if args.results else None)
 
 
 def cmd_bench_schedulers(args: argparse.Namespace) -> int:
-    from testbed.bench_schedulers import SCHEDULERS, run_scheduler_bench
+    from testbed.bench.schedulers import SCHEDULERS, run_scheduler_bench
 
     names = tuple(n.strip() for n in args.scheduler.split(",")) if args.scheduler else SCHEDULERS
     keep = Path(args.results) if args.results else None
@@ -312,7 +312,7 @@ def cmd_bench_schedulers(args: argparse.Namespace) -> int:
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
-    from testbed.scale import run_scale
+    from testbed.bench.scale import run_scale
     from testbed.spec.layout import MAX_NODES
 
     try:
@@ -342,7 +342,7 @@ def cmd_bench_workload(args: argparse.Namespace) -> int:
 
     data = data_dir_from_flag(args.data)  # before the (slow) imports and the benchmark
 
-    from testbed.workload.bench import run_workload_bench
+    from testbed.bench.workload import run_workload_bench
 
     return run_workload_bench(data)
 
@@ -493,8 +493,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from testbed.jobs.model_repo import open_repository
+    from testbed.jobs.prediction_job import HttpTrainingHook, PredictionJob
     from testbed.workload.endpoints import parse_host_port
-    from testbed.workload.prediction_job import HttpTrainingHook, PredictionJob
 
     listen = args.listen if ":" in args.listen else f":{args.listen}"
     host, port = parse_host_port(

@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from pyroute2 import netns
 
-from testbed.agent import auth
-from testbed.agent.service import samples_bytes
-from testbed.local.agents import agent_configs, new_secret, start_agents
+from testbed.jobs import auth
+from testbed.jobs.auth import new_secret
+from testbed.jobs.trigger import samples_bytes
+from testbed.local.agents import agent_configs, start_agents
 from testbed.local.mesh import start_mesh
 from testbed.local.provider import STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from testbed.agent.configs import layout_agent_configs
 from testbed.deploy import node_commands as cmd
+from testbed.deploy.agent_configs import layout_agent_configs
 from testbed.deploy.remote_logs import RemoteLogs, split_complete
 from testbed.jobs.cgroups import enable_cpu_below
 from testbed.network.topology import build_topology

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
-from testbed.network.generate import generate, layer_counts
 from testbed.network.topology import Topology, build_topology
+from testbed.spec.generate import generate, layer_counts
 from testbed.spec.layout import GeneratedLayout
 from testbed.spec.loader import load_experiment
 

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from testbed.jobs.cgroups import CpuGroup, detect
+from testbed.jobs.cgroups import CGROUP_ROOT, CpuGroup, detect
 from testbed.local.capabilities import probe
-from testbed.local.mesh import BabelMesh, parse_babel_dump, parse_installed_routes
-from testbed.local.provider import CGROUP_ROOT, STATE_DIR, down, leftovers, up
+from testbed.local.mesh import BabelMesh, parse_installed_routes
+from testbed.local.provider import STATE_DIR, down, leftovers, up
+from testbed.meshread import parse_babel_dump
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
 from testbed.spec.loader import load_layout

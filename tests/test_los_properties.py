@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from testbed.los import schedulers
 from testbed.los.decisions import Decision, Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.feasibility import assess
 from testbed.los.job import RunRecord
@@ -17,6 +16,7 @@ from testbed.los.placement import place
 from testbed.los.ranking import rank
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.schedulers import DecisionContext, Los, Scheduler
+from testbed.los.schedulers import los as los_module
 from testbed.los.views import NodeView
 from testbed.spec.experiment import LosParams
 
@@ -160,7 +160,7 @@ def test_the_drop_property_fails_on_a_broken_decide(
     """The property above can fail: on a decide that hides feasible neighbours it does."""
     scheduler: Scheduler = Los()
     if broken == "reversed-ranking":
-        monkeypatch.setattr(schedulers, "rank", _reversed_rank)
+        monkeypatch.setattr(los_module, "rank", _reversed_rank)  # where Los looks it up
     else:
         scheduler = _GivesUp()
 

@@ -27,18 +27,17 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 from pyroute2.netlink.rtnl.tcmsg import sched_netem
 
+from testbed import meshread
 from testbed.local import batman
-from testbed.local.batman import (
-    BatmanError,
-    BatmanMesh,
-    BatmanNeighbour,
-    mesh_supernet,
-    neighbour_nodes,
-    parse_batctl_neighbours,
-    setup_commands,
-)
+from testbed.local.batman import BatmanMesh, mesh_supernet, setup_commands
 from testbed.local.capabilities import Capabilities, probe
 from testbed.local.netem_drift import NetemDrift
+from testbed.meshread import (
+    BatmanError,
+    BatmanNeighbour,
+    neighbour_nodes,
+    parse_batctl_neighbours,
+)
 from testbed.network.drift import DriftTimeline, build_drift
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.netem import (
@@ -674,7 +673,8 @@ def test_a_failing_setup_names_the_node_and_the_command(paper: Any) -> None:
 def test_the_agent_reads_its_neighbours_from_batctl(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from testbed.agent.service import Agent, AgentConfig
+    from testbed.agent.config import AgentConfig
+    from testbed.agent.service import Agent
 
     work = tmp_path / "edge-1"
     work.mkdir()
@@ -692,7 +692,7 @@ def test_the_agent_reads_its_neighbours_from_batctl(
         calls.append(list(argv))
         return subprocess.CompletedProcess(list(argv), 0, BATCTL_2023_IV, "")
 
-    monkeypatch.setattr(batman, "run_command", fake_run)
+    monkeypatch.setattr(meshread, "run_command", fake_run)
     agent.refresh_mesh()
     assert calls == [["batctl", "meshif", "bat0", "neighbors", "-n"]]  # in its own namespace
     assert agent.mesh_rtt_ms == {"edge-2": None}  # itself and unknown MACs left out
@@ -700,11 +700,11 @@ def test_the_agent_reads_its_neighbours_from_batctl(
     def broken(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
         raise FileNotFoundError("batctl")
 
-    monkeypatch.setattr(batman, "run_command", broken)
+    monkeypatch.setattr(meshread, "run_command", broken)
     agent.refresh_mesh()  # no batctl: keep what it knew
     assert agent.mesh_rtt_ms == {"edge-2": None}
     monkeypatch.setattr(
-        batman, "run_command", lambda argv: subprocess.CompletedProcess(argv, 1, "", "no bat0")
+        meshread, "run_command", lambda argv: subprocess.CompletedProcess(argv, 1, "", "no bat0")
     )
     agent.refresh_mesh()
     assert agent.mesh_rtt_ms == {"edge-2": None}

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed.experiment.plan import Cell, cell_seeds
+from testbed.cells.cell import Cell, cell_seeds
 from testbed.los.schedulers import scheduler_names
 from testbed.network.drift import build_drift
 from testbed.network.topology import build_topology

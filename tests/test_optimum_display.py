@@ -17,10 +17,10 @@ from rich.console import Console
 from analysis.compare import compare_runs
 from analysis.report import write_report
 from analysis.run_data import load_run, unproven_optimum
-from testbed.bench_schedulers import scheduler_tables
-from testbed.experiment.optimum_cells import NOT_PROVEN, read_optimum_cells
+from testbed.bench.schedulers import scheduler_tables
 from testbed.experiment.runner import RunSummary, run_experiment
 from testbed.los.schedulers import scheduler_names
+from testbed.results.optimum_cells import NOT_PROVEN, read_optimum_cells
 from testbed.spec.loader import load_experiment
 from testbed.twin import optimum
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from testbed.cells.cell import Cell
 from testbed.experiment import runner
-from testbed.experiment.plan import Cell
 from testbed.los.schedulers import scheduler_names
 from testbed.results.atomic import atomic_write_text
 from testbed.spec.loader import load_experiment

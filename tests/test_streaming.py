@@ -12,11 +12,11 @@ import pytest
 
 from testbed.jobs.cgroups import CpuGroup
 from testbed.jobs.model_repo import ModelRepository, RemoteRepository, RepositoryServer
+from testbed.jobs.prediction_job import PredictionJob, TrainingTrigger
 from testbed.jobs.runner import WarmWorker
 from testbed.jobs.training_job import TrainingRequest
 from testbed.workload.citypulse import FEATURES, load_sensor_file
 from testbed.workload.framing import END, FrameDecoder, encode
-from testbed.workload.prediction_job import PredictionJob, TrainingTrigger
 from testbed.workload.replayer import replay_many, samples_of, schedule
 
 

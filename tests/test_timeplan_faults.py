@@ -184,7 +184,7 @@ def test_the_delay_daemon_adds_the_extra_to_the_drift(tmp_path: Path) -> None:
 def test_an_agent_tells_a_refused_connection_from_an_unreachable_node() -> None:
     import urllib.error
 
-    from testbed.agent.service import agent_down
+    from testbed.agent.failures import agent_down
 
     assert agent_down(urllib.error.URLError(ConnectionRefusedError(111, "refused")))
     assert agent_down(ConnectionRefusedError())
@@ -200,7 +200,8 @@ def test_an_agent_tells_a_refused_connection_from_an_unreachable_node() -> None:
 
 
 def test_an_agent_forgets_a_neighbour_whose_gossip_is_stale(tmp_path: Path) -> None:
-    from testbed.agent.service import Agent, AgentConfig
+    from testbed.agent.config import AgentConfig
+    from testbed.agent.service import Agent
     from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
 
     config = AgentConfig(

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from testbed.agent.service import AgentConfig, serve
+from testbed.agent.config import AgentConfig
+from testbed.agent.http import serve
 
 
 def main(argv: list[str] | None = None) -> int:

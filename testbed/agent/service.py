@@ -17,13 +17,13 @@ forgotten once nothing came from it for `STALE_AFTER_INTERVALS` gossip intervals
 agent is down while the mesh still sees the node); a neighbour that refuses the
 connection has no agent running, and the job it should have taken is dropped as
 `agent-down`. Training runs in a child cgroup of the node's cgroup, its quota being the
-chosen limit scaled to this host.
+chosen limit scaled to this host. The HTTP server in front of it is `testbed.agent.http`;
+its settings are `testbed.agent.config.AgentConfig`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import random
 import subprocess
@@ -34,71 +34,33 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from testbed.agent import auth
+from testbed.agent.config import AgentConfig
+from testbed.agent.failures import Rejected, agent_down
 from testbed.agent.messages import (
     job_from_dict,
     job_to_dict,
     model_from_dict,
     model_to_dict,
-    view_from_dict,
     view_to_dict,
 )
+from testbed.jobs import auth
 from testbed.los.decisions import Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.job import JobKey, RunRecord, TrainingJob
-from testbed.los.runtime_model import RuntimeModel
+from testbed.los.protocol import advance
+from testbed.los.runtime_model import RuntimeModel, runtime_model_for
 from testbed.los.schedulers import DecisionContext, make_scheduler
 from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
+from testbed.meshread import (
+    neighbour_nodes,
+    parse_babel_dump,
+    read_babel_dump,
+    read_batman_neighbours,
+)
 from testbed.spec.experiment import LosParams
-
-
-@dataclass
-class AgentConfig:
-    node: str
-    layer: str
-    address: str
-    port: int
-    secret: str
-    peers: dict[str, str]  # node -> address, every node of the testbed
-    capacity_m: float  # the emulated node's CPU (vCPUs x 1000)
-    memory_mb: float
-    cpu_scale: float  # real quota = emulated limit x this
-    cgroup: str  # the node's cgroup, relative to the hierarchy root
-    work_dir: str
-    neighbours: list[str]  # from the layout; the mesh says which are reachable now
-    bandwidth_mbit: dict[str, float] = field(default_factory=dict)
-    prediction_m: float = 0.0  # CPU and memory held by this node's prediction jobs
-    prediction_mb: float = 0.0
-    scheduler: str = "los"
-    los: dict[str, Any] = field(default_factory=dict)
-    gossip_interval_s: float = 2.0
-    mesh: str = "babel"  # babel: neighbours and RTT from babeld; static: from the layout
-    # (batman-adv: neighbours from `batctl meshif bat0 neighbors`, no RTT)
-    babel_port: int = 33123
-    training: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    time_scale: float = 1.0  # real seconds per emulated second: durations are reported /this
-    prewarm: bool = False  # start the warm training worker at once, not at the first job
-    level: int = 0  # depth of the node's layer (0: the top layer), gossiped for LOS+
-    uplink: bool = False  # a gateway: it also sits on the layer above, gossiped for LOS+
-
-    @classmethod
-    def load(cls, path: Path) -> AgentConfig:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
-
-    def url(self, node: str) -> str:
-        return f"http://{self.peers[node]}:{self.port}"
-
-
-class Rejected(Exception):
-    def __init__(self, status: int, why: str) -> None:
-        super().__init__(why)
-        self.status = status
-        self.why = why
 
 
 class Agent:
@@ -180,8 +142,6 @@ class Agent:
             with self.lock:
                 self.mesh_rtt_ms = dict.fromkeys(self.config.neighbours)
             return
-        from testbed.local.mesh import parse_babel_dump, read_babel_dump
-
         try:
             dump = read_babel_dump(self.config.babel_port)
         except OSError:
@@ -198,8 +158,6 @@ class Agent:
     def refresh_batman(self) -> None:
         """Neighbours heard from recently on this namespace's bat0 (batman-adv gives no
         RTT: the latency is the one in the neighbour's view)."""
-        from testbed.local.batman import neighbour_nodes, read_batman_neighbours
-
         try:
             found = neighbour_nodes(read_batman_neighbours(), self.mesh_macs)
         except (OSError, subprocess.SubprocessError):
@@ -319,14 +277,11 @@ class Agent:
             self.report_drop(order, reason, path)
 
     def _move(self, order: dict[str, Any], target: str, decision: Any, limit: float | None) -> None:
-        token = list(order["token"])
-        if target in token:
-            self.report_drop(order, DropReason.CYCLE, token)
+        token, drop = advance(tuple(order["token"]), (target,), self.params.max_hops)
+        if drop is not None:
+            self.report_drop(order, drop, list(token))
             return
-        if len(token) > self.params.max_hops:
-            self.report_drop(order, DropReason.MAX_HOPS, token)
-            return
-        moved = {**order, "token": [*token, target]}
+        moved = {**order, "token": list(token)}
         if isinstance(decision, SendTo):
             self.post(target, "/execute", json.dumps({**moved, "limit_m": limit}).encode())
         else:
@@ -451,11 +406,8 @@ class Agent:
 
     # --- at the source -------------------------------------------------------------
     def _new_model(self) -> RuntimeModel:
-        return RuntimeModel(
-            window=self.params.history_window,
-            min_points_for_fit=self.params.min_runs_for_fit,
-            refit_every=self.params.refit_every,
-        )
+        """The twin's model for the same job: cut off at the cores training may use."""
+        return runtime_model_for(self.params, int(self.config.training.get("threads", 1)))
 
     def _expire(self, stream: str, period_s: float) -> None:
         """Free a stream whose job never reported back (the agent holding it was killed,
@@ -494,146 +446,3 @@ class Agent:
                 "runs": {s: m.total_runs for s, m in self.models.items()},
                 "worker_ready": self.worker is not None,
             }
-
-
-def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _reply(self, status: int, data: Any, content: str = "application/json") -> None:
-            body = data if isinstance(data, bytes) else json.dumps(data).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length", "0") or 0)
-            if length > 64 << 20:
-                raise Rejected(413, "body too large")
-            return self.rfile.read(length) if length else b""
-
-        def _check(self, method: str, body: bytes) -> None:
-            why = auth.verify(agent.secret, method, self.path, dict(self.headers.items()), body)
-            if why is not None:
-                raise Rejected(401, why)
-
-        def _json(self, body: bytes) -> dict[str, Any]:
-            try:
-                data = json.loads(body)
-            except ValueError as exc:
-                raise Rejected(400, f"not JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise Rejected(400, "not a JSON object")
-            return data
-
-        def _guard(self, method: str) -> None:
-            try:
-                body = self._body() if method == "POST" else b""
-                if self.path == "/status" and method == "GET":
-                    self._reply(200, agent.status())
-                    return
-                self._check(method, body)
-                self._route(method, body)
-            except Rejected as exc:
-                agent.counters[f"rejected-{exc.status}"] += 1
-                agent.event("rejected", path=self.path, status=exc.status, why=exc.why)
-                self._reply(exc.status, {"error": exc.why})
-            except (KeyError, TypeError, ValueError) as exc:
-                agent.counters["rejected-400"] += 1
-                agent.event("rejected", path=self.path, status=400, why=repr(exc))
-                self._reply(400, {"error": f"malformed request: {exc!r}"})
-
-        def _route(self, method: str, body: bytes) -> None:
-            if method == "GET" and self.path.startswith("/payload/"):
-                trigger = self.path.rsplit("/", 1)[1]
-                with agent.lock:
-                    payload = agent.payloads.get(trigger)
-                if payload is None:
-                    raise Rejected(404, f"no payload {trigger}")
-                self._reply(200, payload, "application/x-npy")
-                return
-            if method != "POST":
-                raise Rejected(404, f"no route {method} {self.path}")
-            if self.path == "/trigger":
-                meta = json.loads(self.headers.get("X-Trigger", "{}"))
-                for key in ("stream", "kind", "period_s"):
-                    if key not in meta:
-                        raise Rejected(400, f"X-Trigger lacks '{key}'")
-                self._reply(202, agent.on_trigger(meta, body))
-            elif self.path == "/availability":
-                view = view_from_dict(self._json(body)["view"])
-                with agent.lock:
-                    agent.views[view.node] = view
-                    agent.heard_at[view.node] = time.time()
-                self._reply(204, b"")
-            elif self.path == "/schedule":
-                order = self._json(body)
-                job_from_dict(order["job"])  # malformed orders fail here, not in a thread
-                threading.Thread(target=agent.decide, args=(order,), daemon=True).start()
-                self._reply(202, {"accepted": order["trigger"]})
-            elif self.path == "/execute":
-                order = self._json(body)
-                job_from_dict(order["job"])
-                float(order["limit_m"])
-                threading.Thread(target=agent.execute, args=(order,), daemon=True).start()
-                self._reply(202, {"accepted": order["trigger"]})
-            elif self.path == "/report":
-                agent.on_report(self._json(body))
-                self._reply(204, b"")
-            else:
-                raise Rejected(404, f"no route {self.path}")
-
-        def do_GET(self) -> None:
-            self._guard("GET")
-
-        def do_POST(self) -> None:
-            self._guard("POST")
-
-    return Handler
-
-
-def serve(config: AgentConfig) -> None:
-    from testbed.jobs.model_repo import ModelRepository, RepositoryServer
-
-    agent = Agent(config)
-    server = ThreadingHTTPServer((config.address, config.port), make_handler(agent))
-    repository = RepositoryServer(
-        ModelRepository(Path(config.work_dir) / "models"), config.address, config.port + 1
-    )
-    threading.Thread(target=agent.background, daemon=True).start()
-    if config.prewarm:
-        threading.Thread(target=agent.prewarm, daemon=True).start()
-    agent.event("started", address=config.address, port=config.port)
-    print(json.dumps({"ready": True, "node": config.node}), flush=True)
-    with repository:
-        try:
-            server.serve_forever()
-        finally:
-            agent.stop.set()
-            if agent.worker is not None:
-                agent.worker.close()
-
-
-def agent_down(exc: BaseException) -> bool:
-    """Whether a request failed because the node refused the connection: the network
-    reached it, but no agent listens there (it crashed or was stopped)."""
-    seen: BaseException | None = exc
-    for _ in range(8):  # the chain of causes, not forever
-        if seen is None:
-            break
-        reason = seen.reason if isinstance(seen, urllib.error.URLError) else seen
-        if isinstance(reason, ConnectionRefusedError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def samples_bytes(array: Any) -> bytes:
-    import numpy as np
-
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()

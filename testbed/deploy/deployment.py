@@ -25,7 +25,7 @@ import yaml
 from fabric import Connection
 from rich.console import Console
 
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
 from testbed.deploy import node_commands as cmd
 from testbed.deploy.playbooks import DeployError, StageResult, run_stage
 from testbed.deploy.remote_logs import RemoteLogs

@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from testbed.cells.faults import apply_action
 from testbed.deploy import node_commands as cmd
 from testbed.deploy.deployment import Deployment
-from testbed.experiment.fault_actions import apply_action
 
 
 @dataclass

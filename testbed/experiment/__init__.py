@@ -1,1 +1,1 @@
-"""Experiment planning and running, independent of the testbed that executes it."""
+"""Running an experiment's sweep (cells from `testbed.cells`) on whichever testbed executes it."""

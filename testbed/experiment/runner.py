@@ -12,18 +12,18 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from testbed.cells.cell import plan_cells
 from testbed.errors import UserError
-from testbed.experiment.optimum_cells import (
+from testbed.los.schedulers import twin_only
+from testbed.network.cost import RouteCost, network_table, with_network_cost
+from testbed.network.topology import build_topology
+from testbed.results.manifest import file_sha256, git_state, host_facts, package_versions
+from testbed.results.optimum_cells import (
     OPTIMUM,
     OptimumCell,
     optimum_cells,
     pooled_drop_bound,
 )
-from testbed.experiment.plan import plan_cells
-from testbed.los.schedulers import twin_only
-from testbed.network.cost import RouteCost, network_table, with_network_cost
-from testbed.network.topology import build_topology
-from testbed.results.manifest import file_sha256, git_state, host_facts, package_versions
 from testbed.results.schema import cell_summary, triggers_frame
 from testbed.results.store import Clock, RunStore, utc_now
 from testbed.spec.experiment import ResolvedExperiment

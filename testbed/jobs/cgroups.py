@@ -19,6 +19,7 @@ from typing import Literal
 CFS_PERIOD_US = 100_000
 CFS_MIN_QUOTA_US = 1_000
 ROOT = Path("/sys/fs/cgroup")
+CGROUP_ROOT = "los-testbed"  # the testbeds' groups, relative to a hierarchy's root
 
 Flavor = Literal["v1", "v2"]
 

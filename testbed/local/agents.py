@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import select
 import signal
 import subprocess
@@ -21,10 +20,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
-from testbed.agent.configs import layout_agent_configs
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
+from testbed.deploy.agent_configs import layout_agent_configs
+from testbed.jobs.cgroups import CGROUP_ROOT
 from testbed.local.mesh import link_local_addresses
-from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
+from testbed.local.provider import STATE_DIR, LocalState
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology
 
@@ -134,7 +134,3 @@ def restart_agent(
     if (work / "agent.pid").exists():  # deployed by a playbook, which stops it by this file
         (work / "agent.pid").write_text(f"{process.pid}\n")
     return process.pid
-
-
-def new_secret() -> str:
-    return secrets.token_hex(32)

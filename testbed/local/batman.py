@@ -13,47 +13,37 @@ neighbour with the hard interface, its MAC address and when it was last heard fr
 (BATMAN_IV), plus the estimated throughput (BATMAN_V). The MAC addresses of the layer
 interfaces, read from the namespaces, say which node a neighbour is.
 
-The builders and the parser are pure; `BatmanMesh` runs them (through a replaceable
-runner, so they can be tested without the module).
+The builders are pure (the parser and the agent's reader are `testbed.meshread`'s);
+`BatmanMesh` runs them (through a replaceable runner, so they can be tested without the
+module).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import re
-import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pyroute2 import NetNS
 
-from testbed.local.mesh import MeshNeighbour
+from testbed.meshread import (
+    MESH_IF,
+    BatmanError,
+    BatmanNeighbour,
+    MeshNeighbour,
+    Runner,
+    neighbour_nodes,
+    neighbours_command,
+    parse_batctl_neighbours,
+    run_command,
+)
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology
 
 if TYPE_CHECKING:
     from testbed.local.provider import LocalState
-
-MESH_IF = "bat0"
-FRESH_S = 5.0  # a neighbour last heard from longer ago counts as gone (OGMs come every 1 s)
-
-Runner = Callable[[Sequence[str]], "subprocess.CompletedProcess[str]"]
-
-
-class BatmanError(OSError):
-    """batctl or the kernel refused (no module, no mesh interface, a command failed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BatmanNeighbour:
-    interface: str  # the hard interface the neighbour is heard on
-    mac: str  # lower case, colon-separated
-    last_seen_s: float
-    throughput_mbit: float | None = None  # BATMAN_V only
-    tq: int | None = None  # only where a batctl version prints it (0-255)
 
 
 # --- set-up -----------------------------------------------------------------------------
@@ -93,72 +83,6 @@ def in_namespace(plan: LocalPlan, node: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", plan.namespaces[node], *argv]
 
 
-def neighbours_command(mesh_if: str = MESH_IF) -> list[str]:
-    """List the neighbours, MAC addresses not replaced by bat-hosts names."""
-    return ["batctl", "meshif", mesh_if, "neighbors", "-n"]
-
-
-# --- parsing ----------------------------------------------------------------------------
-_MAC = r"(?P<mac>[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5})"
-_SEEN = r"(?P<seen>\d+\.\d+)s"
-# BATMAN_IV: "   <if>\t  <mac>    0.412s" (an optional "(tq)" after the time is accepted)
-_IV = re.compile(rf"^\s*(?P<iface>\S+)\s+{_MAC}\s+{_SEEN}(?:\s+\(\s*(?P<tq>\d+)\s*\))?\s*$")
-# BATMAN_V: "<mac>    0.190s (     10.0) [      <if>]"
-_V = re.compile(
-    rf"^\s*{_MAC}\s+{_SEEN}\s+\(\s*(?P<tp>\d+(?:\.\d+)?)\s*\)\s+\[\s*(?P<iface>\S+)\s*\]\s*$"
-)
-
-
-def parse_batctl_neighbours(text: str) -> list[BatmanNeighbour]:
-    """The neighbours in the output of `batctl meshif bat0 neighbors` or the older
-    `batctl n` (netlink or debugfs era, BATMAN_IV or BATMAN_V); headers, blank lines and
-    anything else are skipped (pure)."""
-    found = []
-    for line in text.splitlines():
-        match = _V.match(line)
-        if match:
-            found.append(
-                BatmanNeighbour(
-                    interface=match.group("iface"),
-                    mac=match.group("mac").lower(),
-                    last_seen_s=float(match.group("seen")),
-                    throughput_mbit=float(match.group("tp")),
-                )
-            )
-            continue
-        match = _IV.match(line)
-        if match:
-            tq = match.group("tq")
-            found.append(
-                BatmanNeighbour(
-                    interface=match.group("iface"),
-                    mac=match.group("mac").lower(),
-                    last_seen_s=float(match.group("seen")),
-                    tq=int(tq) if tq is not None else None,
-                )
-            )
-    return found
-
-
-def neighbour_nodes(
-    neighbours: Iterable[BatmanNeighbour],
-    macs: Mapping[str, str],
-    fresh_s: float | None = FRESH_S,
-) -> dict[str, BatmanNeighbour]:
-    """Node -> its most recently heard entry, for neighbours whose MAC belongs to a node
-    and (with `fresh_s`) that were heard from within that many seconds (pure)."""
-    by_node: dict[str, BatmanNeighbour] = {}
-    lower = {mac.lower(): node for mac, node in macs.items()}
-    for neighbour in neighbours:
-        node = lower.get(neighbour.mac)
-        if node is None or (fresh_s is not None and neighbour.last_seen_s > fresh_s):
-            continue
-        best = by_node.get(node)
-        if best is None or neighbour.last_seen_s < best.last_seen_s:
-            by_node[node] = neighbour
-    return by_node
-
-
 def interface_macs(plan: LocalPlan) -> dict[str, str]:
     """MAC address (lower case) of every layer interface -> its node, read from the
     namespaces (batman-adv names neighbours by these)."""
@@ -175,20 +99,6 @@ def interface_macs(plan: LocalPlan) -> dict[str, str]:
 
 
 # --- running ----------------------------------------------------------------------------
-def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(argv), capture_output=True, text=True, timeout=10)
-
-
-def read_batman_neighbours(
-    mesh_if: str = MESH_IF, run: Runner | None = None
-) -> list[BatmanNeighbour]:
-    """The neighbours of the current network namespace's mesh (the agent's view)."""
-    result = (run or run_command)(neighbours_command(mesh_if))
-    if result.returncode != 0:
-        raise BatmanError(f"batctl failed: {(result.stderr or result.stdout).strip()}")
-    return parse_batctl_neighbours(result.stdout)
-
-
 class BatmanMesh:
     """bat0 in every node namespace; the kernel module does the rest."""
 

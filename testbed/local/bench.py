@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from testbed.agent import auth
-from testbed.agent.service import samples_bytes
-from testbed.local.agents import agent_configs, new_secret, start_agents
+from testbed.jobs import auth
+from testbed.jobs.auth import new_secret
+from testbed.jobs.trigger import samples_bytes
+from testbed.local.agents import agent_configs, start_agents
 from testbed.local.mesh import entered, start_mesh
 from testbed.local.provider import STATE_DIR, down, up
 from testbed.network.topology import build_topology

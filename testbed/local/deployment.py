@@ -22,11 +22,12 @@ from fabric import Connection
 from pyroute2 import NetNS
 from rich.console import Console
 
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.inventory import build_inventory, inventory_yaml
 from testbed.deploy.playbooks import StageResult
-from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
+from testbed.jobs.cgroups import CGROUP_ROOT
+from testbed.local.provider import STATE_DIR, LocalState
 from testbed.local.sshd import SSH_PORT, SshAccess, make_access, start_sshd
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology

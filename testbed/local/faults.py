@@ -30,10 +30,10 @@ from pathlib import Path
 
 from pyroute2 import NetNS
 
-from testbed.experiment.fault_actions import apply_action
-from testbed.jobs.cgroups import CpuGroup, detect, enter_preexec
+from testbed.cells.faults import apply_action
+from testbed.jobs.cgroups import CGROUP_ROOT, CpuGroup, detect, enter_preexec
 from testbed.local.agents import restart_agent
-from testbed.local.provider import CGROUP_ROOT, STATE_DIR, LocalState
+from testbed.local.provider import STATE_DIR, LocalState
 from testbed.network.degrade import OVERRIDES_FILE, LinkPair, link_pair, overrides_to_json
 from testbed.network.local_plan import LocalPlan
 from testbed.results.atomic import atomic_write_text

@@ -5,7 +5,7 @@ picks it by itself); this machine's kernel has no batman-adv module (and cannot 
 one), so the local testbed runs a real mesh routing daemon instead: babeld, one per
 namespace, with 1 s hellos and timestamps enabled. Its
 local interface's `dump` lists every neighbour with its link-local address, interface,
-reachability, costs and measured RTT; that is what agents read through `Mesh`.
+reachability, costs and measured RTT; agents read it with `testbed.meshread`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,27 +25,9 @@ if TYPE_CHECKING:
     from testbed.local.batman import BatmanMesh
     from testbed.local.provider import LocalState
 
+from testbed.meshread import BABEL_PORT, MeshNeighbour, parse_babel_dump, read_babel_dump
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology
-
-BABEL_PORT = 33123
-_NEIGHBOUR = re.compile(r"^add neighbour \S+ (?P<fields>.*)$")
-
-
-@dataclass(frozen=True)
-class BabelNeighbour:
-    address: str
-    interface: str
-    reach: int
-    rxcost: int
-    txcost: int
-    cost: int
-    rtt_ms: float | None
-
-    @property
-    def bidirectional(self) -> bool:
-        return self.cost < 0xFFFF
-
 
 _ROUTE = re.compile(r"^add route \S+ prefix (?P<prefix>\S+) .*installed yes")
 
@@ -59,37 +40,6 @@ def parse_installed_routes(text: str) -> set[str]:
         if match:
             found.add(match.group("prefix"))
     return found
-
-
-def parse_babel_dump(text: str) -> list[BabelNeighbour]:
-    """The neighbours in a babeld `dump` (pure)."""
-    found = []
-    for line in text.splitlines():
-        match = _NEIGHBOUR.match(line.strip())
-        if not match:
-            continue
-        tokens = match.group("fields").split()
-        fields = dict(zip(tokens[::2], tokens[1::2], strict=False))
-        found.append(
-            BabelNeighbour(
-                address=fields["address"],
-                interface=fields["if"],
-                reach=int(fields.get("reach", "0"), 16),
-                rxcost=int(fields.get("rxcost", "65535")),
-                txcost=int(fields.get("txcost", "65535")),
-                cost=int(fields.get("cost", "65535")),
-                rtt_ms=float(fields["rtt"]) if "rtt" in fields else None,
-            )
-        )
-    return found
-
-
-@dataclass(frozen=True)
-class MeshNeighbour:
-    node: str
-    interface: str
-    rtt_ms: float | None
-    cost: int
 
 
 def mesh_kind() -> str:
@@ -105,24 +55,6 @@ def entered(namespace: str) -> Iterator[None]:
         yield
     finally:
         netns.popns()
-
-
-def read_babel_dump(port: int = BABEL_PORT, timeout: float = 2.0) -> str:
-    """`dump` of the babeld of the current network namespace (its local interface)."""
-    with socket.create_connection(("::1", port), timeout=timeout) as sock:
-        sock.sendall(b"dump\n")
-        data = b""
-        deadline = time.monotonic() + timeout
-        # the greeting ends with "ok", and so does the answer to the command
-        while data.count(b"\nok\n") < 2 and time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    return data.decode(errors="replace")
 
 
 def link_local_addresses(plan: LocalPlan) -> dict[str, str]:

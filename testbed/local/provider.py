@@ -24,13 +24,12 @@ from typing import Any
 
 from pyroute2 import IPRoute, NetNS, netns
 
-from testbed.jobs.cgroups import CgroupUnavailable, CpuGroup, Hierarchy, detect
+from testbed.jobs.cgroups import CGROUP_ROOT, CgroupUnavailable, CpuGroup, Hierarchy, detect
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology
 from testbed.results.atomic import atomic_write_text
 
 STATE_DIR = Path(os.environ.get("LOS_STATE_DIR", "/run/los-testbed"))
-CGROUP_ROOT = "los-testbed"
 
 
 @dataclass

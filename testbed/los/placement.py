@@ -2,8 +2,8 @@
 
 The same loop serves a twin (views from a model of the world) and tests (views from a
 fixed snapshot). Real agents run one step each and pass the token over the network.
-The loop itself enforces the two rules every scheduler must obey: a node is never
-visited twice (cycle) and a job never moves more than `max_hops` times.
+The loop itself enforces the two rules every scheduler must obey (`protocol.advance`): a
+node is never visited twice (cycle) and a job never moves more than `max_hops` times.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from testbed.los.decisions import Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.job import TrainingJob
+from testbed.los.protocol import advance
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.schedulers import DecisionContext, Scheduler
 from testbed.los.views import NodeView
@@ -71,12 +72,9 @@ def place(
                 return Placement(token, False, drop_reason=reason)
             case SendTo(node=target) | Forward(node=target):
                 relays = decision.via if isinstance(decision, SendTo) else ()
-                for step in (*relays, target):
-                    if step in token:
-                        return Placement(token, False, drop_reason=DropReason.CYCLE)
-                    if len(token) > params.max_hops:
-                        return Placement(token, False, drop_reason=DropReason.MAX_HOPS)
-                    token = (*token, step)
+                token, drop = advance(token, (*relays, target), params.max_hops)
+                if drop is not None:
+                    return Placement(token, False, drop_reason=drop)
                 if isinstance(decision, SendTo):
                     if views_of(target) is None:
                         return Placement(token, False, drop_reason=DropReason.UNREACHABLE)

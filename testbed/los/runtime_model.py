@@ -22,6 +22,7 @@ import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
 
 from testbed.los.job import RunRecord
+from testbed.spec.experiment import LosParams
 
 CurveKind = Literal["scaled", "inverse", "power"]
 
@@ -240,3 +241,14 @@ class RuntimeModel:
         if curve is None:
             return math.inf
         return curve.t_job(limit_m) + t_send_s + self.overhead_s(margin_sigma)
+
+
+def runtime_model_for(params: LosParams, threads: int = 1) -> RuntimeModel:
+    """A job's empty runtime model as the spec's LOS parameters set it up; a job with
+    `threads` threads cannot use more than `threads` cores (the limit's cut-off)."""
+    return RuntimeModel(
+        window=params.history_window,
+        min_points_for_fit=params.min_runs_for_fit,
+        refit_every=params.refit_every,
+        max_effective_m=1000.0 * threads,
+    )

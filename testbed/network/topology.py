@@ -6,7 +6,7 @@ from collections import deque
 from dataclasses import dataclass
 from functools import cached_property
 
-from testbed.spec.layout import LayoutSpec, LinkProfile
+from testbed.spec.layout import LayoutSpec, LinkProfile, direct_links, node_networks
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,44 +79,28 @@ class Topology:
 
 
 def build_topology(layout: LayoutSpec) -> Topology:
+    networks = node_networks(layout)
     nodes: dict[str, Node] = {}
-    for i, layer in enumerate(layout.layers):
+    for layer in layout.layers:
         flavor = layout.flavors[layer.flavor]
-        above = layout.layers[i - 1].name if i > 0 else None
         for idx in range(1, layer.count + 1):
-            gateway = idx in layer.gateways
-            networks = (layer.name, above) if gateway and above else (layer.name,)
-            nodes[f"{layer.name}-{idx}"] = Node(
-                name=f"{layer.name}-{idx}",
+            name = f"{layer.name}-{idx}"
+            nodes[name] = Node(
+                name=name,
                 layer=layer.name,
                 index=idx,
                 vcpus=flavor.vcpus,
                 memory_mb=flavor.memory_mb,
-                gateway=gateway,
-                networks=networks,
+                gateway=idx in layer.gateways,
+                networks=networks[name],
             )
-    names = list(nodes)
     links: list[Link] = []
-    if layout.links is not None:  # a generated mesh: its links, not whole layer networks
-        seen: set[tuple[str, str]] = set()
-        for a, b in layout.links:
-            key = (a, b) if a < b else (b, a)
-            if key in seen:
-                continue
-            seen.add(key)
-            shared = [n for n in nodes[a].networks if n in nodes[b].networks]
-            network = shared[0] if shared else nodes[a].layer
-            profile = _profile(layout, nodes[a], nodes[b], network)
-            links.append(Link(a, b, network, profile.latency_ms, profile.bandwidth_mbit))
-        return Topology(nodes, tuple(links))
-    for ai, a in enumerate(names):
-        for b in names[ai + 1 :]:
-            shared = [n for n in nodes[a].networks if n in nodes[b].networks]
-            if not shared:
-                continue
-            network = shared[0]
-            profile = _profile(layout, nodes[a], nodes[b], network)
-            links.append(Link(a, b, network, profile.latency_ms, profile.bandwidth_mbit))
+    for a, b in direct_links(layout):
+        # a generated mesh may link nodes of different layers that share no network
+        shared = [n for n in nodes[a].networks if n in nodes[b].networks]
+        network = shared[0] if shared else nodes[a].layer
+        profile = _profile(layout, nodes[a], nodes[b], network)
+        links.append(Link(a, b, network, profile.latency_ms, profile.bandwidth_mbit))
     return Topology(nodes, tuple(links))
 
 

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.inventory import GATEWAYS, hosts_of, inventory_yaml
-from testbed.local.provider import CGROUP_ROOT
+from testbed.jobs.cgroups import CGROUP_ROOT
 from testbed.network.topology import Topology
 from testbed.openstack.config import OpenStackSpec
 from testbed.results.atomic import atomic_write_text

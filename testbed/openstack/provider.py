@@ -30,7 +30,8 @@ from testbed.openstack.inventory import cloud_inventory, facts_of, ssh_config
 from testbed.openstack.plan import ProvisionPlan, plan_provision
 from testbed.results.atomic import atomic_write_text
 from testbed.spec.layout import LayoutSpec
-from testbed.spec.loader import read_yaml, validate
+from testbed.spec.messages import validate
+from testbed.spec.yaml_io import read_yaml
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "experiments" / "openstack.yaml"
 WORK_ROOT = "/var/lib/los-testbed"  # on the servers

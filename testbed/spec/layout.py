@@ -1,6 +1,8 @@
 """The node layout of a testbed: flavors, layers, gateways, links and latency drift.
 
-A layout is data only. `testbed.topology` turns it into nodes and links.
+A layout is data only; `direct_neighbours` and `direct_links` say who shares a layer network
+(or an explicit link) with whom, and the network package turns that into nodes and links
+with their profiles.
 """
 
 from __future__ import annotations
@@ -249,6 +251,58 @@ class LayoutSpec(_Strict):
         return [f"{layer.name}-{i}" for i in range(1, layer.count + 1)]
 
 
+def node_networks(layout: LayoutSpec) -> dict[str, tuple[str, ...]]:
+    """Each node's layer networks, nodes in layout order: its own layer's, and for a
+    gateway also the layer above's."""
+    networks: dict[str, tuple[str, ...]] = {}
+    for i, layer in enumerate(layout.layers):
+        above = layout.layers[i - 1].name if i > 0 else None
+        for idx in range(1, layer.count + 1):
+            gateway = idx in layer.gateways
+            networks[f"{layer.name}-{idx}"] = (
+                (layer.name, above) if gateway and above else (layer.name,)
+            )
+    return networks
+
+
+def direct_links(layout: LayoutSpec) -> list[tuple[str, str]]:
+    """Who links whom, each pair once, in a fixed order: the explicit `links` as given (a
+    repeat, either way round, dropped); without them every two nodes that share a layer
+    network (gateways included), in layout order."""
+    pairs: list[tuple[str, str]] = []
+    if layout.links is not None:
+        seen: set[tuple[str, str]] = set()
+        for a, b in layout.links:
+            key = (a, b) if a < b else (b, a)
+            if key not in seen:
+                seen.add(key)
+                pairs.append((a, b))
+        return pairs
+    networks = node_networks(layout)
+    names = list(networks)
+    for ai, a in enumerate(names):
+        for b in names[ai + 1 :]:
+            if any(n in networks[b] for n in networks[a]):
+                pairs.append((a, b))
+    return pairs
+
+
+def direct_neighbours(layout: LayoutSpec, node: str) -> tuple[str, ...]:
+    """The nodes `node` reaches in one hop, in name order: its explicit links, or without
+    them every node that shares a layer network with it (gateways included)."""
+    if layout.links is not None:
+        found = {b if a == node else a for a, b in layout.links if node in (a, b)}
+    else:
+        networks = node_networks(layout)
+        mine = networks[node]
+        found = {
+            other
+            for other, theirs in networks.items()
+            if other != node and any(n in theirs for n in mine)
+        }
+    return tuple(sorted(found))
+
+
 def refuse_too_big_for_local(layout: LayoutSpec, where: str) -> None:
     """The local testbed runs every node on this host: refuse before provisioning."""
     nodes = layout.node_count()
@@ -262,7 +316,7 @@ def refuse_too_big_for_local(layout: LayoutSpec, where: str) -> None:
 
 
 class GeneratedLayout(_Strict):
-    """A layout generated from a few numbers (`testbed.network.generate`): `nodes` split
+    """A layout generated from a few numbers (`testbed.spec.generate`): `nodes` split
     over the layers by `shares` (top first), a random geometric mesh inside each layer
     (nodes uniform in the unit square, linked within the radius that gives about
     `mean_degree` neighbours, components joined to their nearest node), `gateways` per

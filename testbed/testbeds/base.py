@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from testbed.cells.cell import Cell
+from testbed.cells.outcome import CellOutcome
 from testbed.errors import UserError
-from testbed.experiment.outcome import CellOutcome
-from testbed.experiment.plan import Cell
 from testbed.spec.experiment import ResolvedExperiment
 
 

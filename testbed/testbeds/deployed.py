@@ -29,12 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
+from testbed.cells.cell import Cell, cell_seeds
+from testbed.cells.outcome import CellOutcome
+from testbed.cells.streams import StreamDef, plan_streams
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.playbooks import DeployError
 from testbed.deploy.remote_faults import RemoteFaults
-from testbed.experiment.outcome import CellOutcome
-from testbed.experiment.plan import Cell, StreamDef, cell_seeds, plan_streams
 from testbed.network.topology import Topology
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
 from testbed.workload.citypulse import find_sensor_files, load_sensor_file, sensor_files_in

@@ -34,15 +34,18 @@ from typing import Any
 
 import numpy as np
 
-from testbed.agent import auth
-from testbed.agent.service import AgentConfig, samples_bytes
+from testbed.agent.config import AgentConfig
+from testbed.cells.cell import Cell
+from testbed.cells.outcome import CellOutcome
+from testbed.cells.streams import StreamDef
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.playbooks import DeployError
 from testbed.deploy.remote_faults import RemoteFaults
 from testbed.errors import UserError
-from testbed.experiment.outcome import CellOutcome
-from testbed.experiment.plan import Cell, StreamDef
-from testbed.local.agents import AGENT_PORT, agent_configs, new_secret, start_agents
+from testbed.jobs import auth
+from testbed.jobs.auth import new_secret
+from testbed.jobs.trigger import samples_bytes
+from testbed.local.agents import AGENT_PORT, agent_configs, start_agents
 from testbed.local.capabilities import Capabilities, probe
 from testbed.local.deployment import LocalDeployment
 from testbed.local.faults import Faults

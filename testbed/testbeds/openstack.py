@@ -22,14 +22,14 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from testbed.agent.configs import layout_agent_configs
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
+from testbed.cells.cell import Cell
+from testbed.deploy.agent_configs import layout_agent_configs
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.remote_faults import RemoteFaults
 from testbed.errors import UserError
-from testbed.experiment.plan import Cell
-from testbed.local.agents import new_secret
-from testbed.local.provider import CGROUP_ROOT
+from testbed.jobs.auth import new_secret
+from testbed.jobs.cgroups import CGROUP_ROOT
 from testbed.network.topology import build_topology
 from testbed.openstack.config import OpenStackSpec
 from testbed.openstack.deployment import OpenStackDeployment

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from testbed.experiment.outcome import CellOutcome
-from testbed.experiment.plan import Cell, cell_seeds
+from testbed.cells.cell import Cell, cell_seeds
+from testbed.cells.outcome import CellOutcome
 from testbed.network.drift import build_drift
 from testbed.network.topology import build_topology
 from testbed.spec.experiment import ResolvedExperiment

@@ -11,73 +11,40 @@ executes, its running trainings die, its streams' triggers are dropped as `agent
 its neighbours keep its last broadcast until it is `STALE_AFTER_INTERVALS` gossip
 intervals old) and start it again, and add extra delay to a link (`degrade`).
 
-Job sizes (CPU work, memory, start and stop times) are drawn per stream and per tick of
-its period, whether or not the trigger is executed, so every scheduler faces the same
-size trigger by trigger; `testbed.twin.optimum` reads the same draws.
-Schedulers with global knowledge (`cloud`, `central`) get a `World` of fresh views and
-routes; LOS+ retries (`retry_delays`) run here, in the stream's trigger loop.
+Job sizes are drawn per stream and per tick of its period, whether or not the trigger is
+executed (`testbed.twin.draws`), so every scheduler faces the same size trigger by
+trigger; what each node knows of the others (gossip, routes, latencies, and the `World`
+of fresh views that `cloud` and `central` get) is `testbed.twin.views`. LOS+ retries
+(`retry_delays`) run here, in the stream's trigger loop. Rows are built with
+`testbed.cells.rows`, as on every testbed.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import simpy
 
-from testbed.experiment.outcome import CellOutcome
-from testbed.experiment.plan import Cell, CellSeeds, StreamDef, plan_streams
+from testbed.cells.cell import Cell, CellSeeds
+from testbed.cells.outcome import CellOutcome
+from testbed.cells.rows import TriggerRow, dropped, executed, trigger_head
+from testbed.cells.streams import StreamDef, plan_streams
 from testbed.los.decisions import DropReason
 from testbed.los.job import JobKey, RunRecord, TrainingJob
 from testbed.los.placement import Placement, place
-from testbed.los.runtime_model import RuntimeModel
+from testbed.los.runtime_model import RuntimeModel, runtime_model_for
 from testbed.los.schedulers import OFFLINE, RETRYABLE, make_scheduler, needs_world
-from testbed.los.views import STALE_AFTER_INTERVALS, NodeView
-from testbed.network.degrade import LinkPair, link_pair
+from testbed.network.degrade import link_pair
 from testbed.network.drift import DriftTimeline
 from testbed.network.topology import Topology
-from testbed.spec.calibration import Gaussian, ModelCost
+from testbed.spec.calibration import ModelCost
 from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
+from testbed.twin.draws import JobDraw, draw_job, stream_size_seeds
 from testbed.twin.node import TwinNode
-
-
-@dataclass(frozen=True, slots=True)
-class JobDraw:
-    """The size of one tick's training run, drawn whatever happens to the trigger."""
-
-    work_m_s: float
-    memory_mb: float
-    start_s: float
-    stop_s: float
-
-
-def _gauss(rng: np.random.Generator, g: Gaussian) -> float:
-    return max(0.0, float(rng.normal(g.mean, g.std))) if g.std else g.mean
-
-
-def draw_job(rng: np.random.Generator, cost: ModelCost) -> JobDraw:
-    """Work (lognormal around the calibrated mean), memory, start and stop wall times."""
-    sigma = math.sqrt(math.log(1.0 + cost.noise_cv**2))
-    work = cost.work_cpu_s * 1000.0 * float(rng.lognormal(-(sigma**2) / 2, sigma))
-    memory = _gauss(rng, cost.memory_mb)
-    return JobDraw(work, memory, _gauss(rng, cost.start_s), _gauss(rng, cost.stop_s))
-
-
-def tick_times(stream: StreamDef, duration_s: float) -> Iterator[float]:
-    """The times a stream's period ticks, summed as the simulation sums them."""
-    t = stream.first_trigger_s
-    while t < duration_s:
-        yield t
-        t = t + stream.period_s
-
-
-def stream_size_seeds(streams: Sequence[StreamDef], work: np.random.Generator) -> dict[str, int]:
-    """One seed per stream for its job sizes, from the cell's work stream."""
-    return {s.id: int(work.integers(2**63)) for s in streams}
+from testbed.twin.views import CellViews
 
 
 @dataclass
@@ -93,38 +60,9 @@ class _StreamState:
     host: str | None = None  # where its last run executed (its period reservation)
 
 
-class _TwinWorld:
-    """The whole network, fresh, as `viewer` would see it with global knowledge."""
+class TwinCell(CellViews):
+    """One cell on the twin: its streams trigger trainings that its scheduler places."""
 
-    def __init__(self, cell: TwinCell, viewer: str) -> None:
-        self.cell = cell
-        self.viewer = viewer
-        self.top_layer = cell.top_layer
-
-    def views(self, layer: str | None = None) -> list[NodeView]:
-        cell = self.cell
-        names = cell.layer_nodes[layer] if layer is not None else list(cell.nodes)
-        out = []
-        for name in names:
-            node = cell.nodes[name]
-            if name == self.viewer or not node.alive or not node.agent_up:
-                continue
-            route = self.route(name)
-            pairs = list(itertools.pairwise(route))
-            out.append(
-                replace(
-                    cell._view(name, name),
-                    latency_ms=sum(cell._latency_ms(a, b) for a, b in pairs),
-                    bandwidth_mbit=min(cell.topology.link(a, b).bandwidth_mbit for a, b in pairs),
-                )
-            )
-        return out
-
-    def route(self, node: str) -> tuple[str, ...]:
-        return self.cell.route(self.viewer, node)
-
-
-class TwinCell:
     def __init__(
         self,
         experiment: ResolvedExperiment,
@@ -133,36 +71,24 @@ class TwinCell:
         cell: Cell,
         seeds: CellSeeds,
     ) -> None:
+        env = simpy.Environment()
+        resident = experiment.calibration.resident_mb
+        nodes = {name: TwinNode(env, node, resident) for name, node in topology.nodes.items()}
+        # draws the gossip phases from the arrivals stream, before the streams' periods
+        layers = experiment.layout.layers
+        super().__init__(env, experiment.spec, topology, drift, nodes, layers, seeds.arrivals)
         self.x = experiment
-        self.spec = experiment.spec
-        self.topology = topology
-        self.drift = drift
         self.cell = cell
         self.seeds = seeds
-        self.env = simpy.Environment()
-        resident = experiment.calibration.resident_mb
-        self.nodes = {
-            name: TwinNode(self.env, node, resident) for name, node in topology.nodes.items()
-        }
         # the offline optimum builds a cell only to read its streams and job sizes
         self.scheduler = make_scheduler("in-situ" if cell.scheduler in OFFLINE else cell.scheduler)
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[TriggerRow] = []
         self.events: list[dict[str, Any]] = []
-        self.link_extra_ms: dict[LinkPair, float] = {}  # from the timeplan's `degrade`
-        gossip = self.spec.gossip.interval_s
-        phase_rng = np.random.default_rng(seeds.arrivals.integers(2**32))
-        self.gossip_phase = {name: float(phase_rng.uniform(0, gossip)) for name in self.nodes}
         streams = plan_streams(self.spec, cell.stream_count, seeds.arrivals)
         self.size_seeds = stream_size_seeds(streams, seeds.work)
         self.streams = [self._stream_state(s) for s in streams]
         for state in self.streams:
             state.sizes = np.random.default_rng(self.size_seeds[state.stream.id])
-        self.level = {layer.name: i for i, layer in enumerate(experiment.layout.layers)}
-        self.top_layer = experiment.layout.layers[0].name
-        self.layer_nodes: dict[str, list[str]] = {name: [] for name in self.level}
-        for name, node in topology.nodes.items():
-            self.layer_nodes[node.layer].append(name)
-        self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
         self._needs_world = needs_world(self.scheduler)
         retry = getattr(self.scheduler, "retry_delays", None)
         self._retry_delays = retry if callable(retry) else None
@@ -170,98 +96,8 @@ class TwinCell:
     def _stream_state(self, stream: StreamDef) -> _StreamState:
         los = self.spec.los
         cost = self.x.calibration.models[stream.model]
-        model = RuntimeModel(
-            window=los.history_window,
-            min_points_for_fit=los.min_runs_for_fit,
-            refit_every=los.refit_every,
-            max_effective_m=1000.0 * cost.threads,
-        )
+        model = runtime_model_for(los, cost.threads)
         return _StreamState(stream, cost, model)
-
-    # --- the world as one node sees it ------------------------------------------------
-    def route(self, a: str, b: str) -> tuple[str, ...]:
-        """Fewest-hop route (cached); the one payloads take."""
-        key = (a, b)
-        found = self._routes.get(key)
-        if found is None:
-            found = self._routes[key] = self.topology.path(a, b)
-        return found
-
-    def _world(self, viewer: str) -> _TwinWorld:
-        return _TwinWorld(self, viewer)
-
-    def _latency_ms(self, a: str, b: str) -> float:
-        drift = self.drift.link_latency_ms(self.topology.link(a, b), self.env.now)
-        return drift + self.link_extra_ms.get(link_pair(a, b), 0.0)
-
-    def _in_mesh(self, name: str) -> bool:
-        node = self.nodes[name]
-        if node.alive:
-            return True
-        assert node.down_since is not None
-        return self.env.now - node.down_since < self.spec.gossip.mesh_timeout_s
-
-    def _view(self, viewer: str, name: str) -> NodeView:
-        node = self.nodes[name]
-        if viewer == name:
-            state, latency, bandwidth, at = node.availability(), 0.0, math.inf, self.env.now
-        else:
-            latency = self._latency_ms(viewer, name)
-            bandwidth = self.topology.link(viewer, name).bandwidth_mbit
-            heard = self._broadcast_at(name, self.env.now - latency / 1000.0)
-            at = heard if heard is not None else -math.inf  # never heard: stale at once
-            state = node.availability_at(at)
-        return NodeView(
-            node=name,
-            layer=node.spec.layer,
-            cpu_capacity_m=node.spec.cpu_capacity_m,
-            cpu_free_m=state.cpu_free_m,
-            memory_capacity_mb=float(node.spec.memory_mb),
-            memory_free_mb=state.memory_free_mb,
-            latency_ms=latency,
-            bandwidth_mbit=bandwidth,
-            reported_at=at,
-            level=self.level[node.spec.layer],
-            uplink=node.spec.gateway,
-            period_free_m=state.period_free_m,
-        )
-
-    def _broadcast_at(self, name: str, heard: float) -> float | None:
-        """When the newest broadcast of a node that has arrived by `heard` was sent.
-
-        Agents broadcast every gossip interval with their own phase (the state at time 0
-        counts as known from the start), and once more the moment they start again; nothing
-        while they are down. None: nothing was ever sent."""
-        node = self.nodes[name]
-        interval = self.spec.gossip.interval_s
-        phase = self.gossip_phase[name]
-        t = heard
-        while True:
-            at = 0.0
-            if t >= phase:
-                at = phase + math.floor((t - phase) / interval) * interval
-                at = at - interval if at > t else at  # rounding
-            restarts = [s for _, s in node.agent_outages if s is not None and at < s <= t]
-            at = max(restarts, default=at)
-            outage = node.agent_down_at(at)
-            if outage is None:
-                return at
-            if outage[0] <= 0:
-                return None
-            t = math.nextafter(outage[0], -math.inf)
-
-    def _views_of(self, name: str) -> tuple[NodeView, tuple[NodeView, ...]] | None:
-        node = self.nodes[name]
-        if not node.alive or not node.agent_up:
-            return None
-        stale_s = STALE_AFTER_INTERVALS * self.spec.gossip.interval_s
-        views = (
-            self._view(name, other)
-            for other in self.topology.neighbours(name)
-            if self._in_mesh(other)
-        )
-        neighbours = tuple(v for v in views if self.env.now - v.reported_at <= stale_s)
-        return self._view(name, name), neighbours
 
     # --- processes ------------------------------------------------------------------
     def run(self) -> CellOutcome:
@@ -339,24 +175,9 @@ class TwinCell:
             payload_prior_bytes=float(cost.model_bytes + samples * cost.sample_bytes),
         )
 
-    def _row(self, state: _StreamState, trigger_time: float) -> dict[str, Any]:
-        stream = state.stream
-        return {
-            "time_s": trigger_time,
-            "scheduler": self.cell.scheduler,
-            "stream_count": self.cell.stream_count,
-            "repetition": self.cell.repetition,
-            "stream": stream.id,
-            "data": stream.data,
-            "model": stream.model,
-            "source_node": stream.node,
-            "period_s": stream.period_s,
-            "trigger": state.triggers,
-        }
-
     def _trigger(self, state: _StreamState, draw: JobDraw) -> None:
         state.triggers += 1
-        row = self._row(state, self.env.now)
+        row = trigger_head(self.cell, state.stream, self.env.now, state.triggers)
         if not self.nodes[state.stream.node].agent_up:  # nobody takes the trigger
             self._drop(row, DropReason.AGENT_DOWN, (state.stream.node,))
             return
@@ -387,7 +208,7 @@ class TwinCell:
             self._world if self._needs_world else None,
         )
 
-    def _drop_placement(self, row: dict[str, Any], placement: Placement) -> None:
+    def _drop_placement(self, row: TriggerRow, placement: Placement) -> None:
         assert placement.drop_reason is not None
         reason = placement.drop_reason
         last = self.nodes[placement.path[-1]]
@@ -399,7 +220,7 @@ class TwinCell:
         self,
         state: _StreamState,
         job: TrainingJob,
-        row: dict[str, Any],
+        row: TriggerRow,
         draw: JobDraw,
         delays: tuple[float, ...],
         placement: Placement,
@@ -420,18 +241,15 @@ class TwinCell:
         state.running = False
         self._drop_placement(row, placement)
 
-    def _drop(self, row: dict[str, Any], reason: DropReason, path: tuple[str, ...]) -> None:
-        row.update(
-            outcome="dropped", drop_reason=str(reason), path=">".join(path), hops=len(path) - 1
-        )
-        self.rows.append(row)
+    def _drop(self, row: TriggerRow, reason: DropReason, path: tuple[str, ...]) -> None:
+        self.rows.append(dropped(row, reason, path))
 
     def _execute(
         self,
         state: _StreamState,
         job: TrainingJob,
         placement: Placement,
-        row: dict[str, Any],
+        row: TriggerRow,
         draw: JobDraw,
     ) -> Any:
         cost = state.cost
@@ -509,31 +327,16 @@ class TwinCell:
         state.model.record(record)
         state.executed += 1
         state.running = False
-        row.update(
-            outcome="executed",
-            drop_reason=None,
-            path=">".join(placement.path),
-            hops=placement.hops,
-            executing_node=target,
-            executing_layer=self.topology.layer_of(target),
-            cpu_limit_m=limit,
-            t_job=t_job,
-            t_send=t_send,
-            t_start=t_start,
-            t_stop=t_stop,
-            t_complete=record.t_complete,
-            met_period=record.met_period,
-            relative_residual=record.relative_residual,
-            iteration=state.executed,
-            finished_s=self.env.now,
-            why=placement.why,
+        layer = self.topology.layer_of(target)
+        self.rows.append(
+            executed(
+                row, record, placement.path, layer, state.executed, placement.why, self.env.now
+            )
         )
-        self.rows.append(row)
         return None
 
     def _lost(
-        self, state: _StreamState, row: dict[str, Any], placement: Placement, reason: DropReason
+        self, state: _StreamState, row: TriggerRow, placement: Placement, reason: DropReason
     ) -> None:
         state.running = False
-        row.update(executing_node=placement.path[-1])
-        self._drop(row, reason, placement.path)
+        self.rows.append(dropped(row, reason, placement.path, executing_node=placement.path[-1]))

@@ -1,7 +1,7 @@
 """The offline optimum of a cell: the most training jobs any scheduler could execute.
 
 It sees the cell as the twin makes it: the same streams, trigger times, job sizes (the
-twin draws them per stream and tick, `testbed.twin.cell.draw_job`, whatever happens to
+twin draws them per stream and tick, `testbed.twin.draws.draw_job`, whatever happens to
 the trigger), node capacities, routes and link latencies, and solves an integer linear
 programme with `scipy.optimize.milp` (HiGHS): x[j, n] = 1 when trigger j runs on node n,
 maximise the number of executed triggers; a second solve then picks, among schedules
@@ -60,19 +60,20 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import coo_array
 
-from testbed.experiment.optimum_cells import NOT_PROVEN, UNPROVEN_WHY
-from testbed.experiment.outcome import CellOutcome
+from testbed.cells.outcome import CellOutcome
+from testbed.cells.rows import TriggerRow, dropped, placed, trigger_head
 from testbed.network.drift import DriftTimeline
 from testbed.network.topology import Topology
+from testbed.results.optimum_cells import NOT_PROVEN, UNPROVEN_WHY
 from testbed.spec.experiment import ExperimentSpec, TimeplanEvent
 from testbed.spec.layout import SineDrift
-from testbed.twin.cell import TwinCell, draw_job, tick_times
+from testbed.twin.cell import TwinCell
+from testbed.twin.draws import draw_job, tick_times
 
 NOT_SELECTED = "not-in-optimum"
 
@@ -446,39 +447,21 @@ def run_optimum_cell(cell: TwinCell, time_limit_s: float) -> CellOutcome:
     problem = build_problem(cell)
     result = solve(problem, time_limit_s)
     # an unproven cell's schedule is only the best found: its rows say so, so that no
-    # drop rate or share is read off it (`testbed.experiment.optimum_cells`)
+    # drop rate or share is read off it (`testbed.results.optimum_cells`)
     why = "optimum" if result.proven else UNPROVEN_WHY
     not_run = NOT_SELECTED if result.proven else NOT_PROVEN
-    rows: list[dict[str, Any]] = []
+    rows: list[TriggerRow] = []
     iteration: dict[str, int] = defaultdict(int)
+    streams = {state.stream.id: state.stream for state in cell.streams}
     for j, t in enumerate(problem.triggers):
-        row: dict[str, Any] = {
-            "time_s": t.time_s,
-            "scheduler": cell.cell.scheduler,
-            "stream_count": cell.cell.stream_count,
-            "repetition": cell.cell.repetition,
-            "stream": t.stream,
-            "data": t.data,
-            "model": t.model,
-            "source_node": t.source,
-            "period_s": t.period_s,
-            "trigger": t.trigger,
-        }
+        row = trigger_head(cell.cell, streams[t.stream], t.time_s, t.trigger)
         chosen = result.chosen.get(j)
         if chosen is None:
-            row.update(outcome="dropped", drop_reason=not_run, path=t.source, hops=0)
+            rows.append(dropped(row, not_run, (t.source,)))
         else:
             iteration[t.stream] += 1
-            row.update(
-                outcome="executed",
-                path=">".join(chosen.route),
-                hops=len(chosen.route) - 1,
-                executing_node=chosen.node,
-                executing_layer=cell.topology.layer_of(chosen.node),
-                iteration=iteration[t.stream],
-                why=why,
-            )
-        rows.append(row)
+            layer = cell.topology.layer_of(chosen.node)
+            rows.append(placed(row, chosen.route, layer, iteration[t.stream], why))
     event = {
         "sim_time": 0.0,
         "kind": "optimum",

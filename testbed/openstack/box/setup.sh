@@ -405,7 +405,13 @@ phase_status() { # one line per service; exit 1 if any is down
 }
 
 phase_health() { # restart whatever died, in dependency order, then wait for the APIs
-  mysqladmin --silent ping >/dev/null 2>&1 || { echo "restarting mariadb"; /etc/init.d/mariadb start; }
+  if ! mysqladmin --silent ping >/dev/null 2>&1; then
+    # the init script gives up after its own wait; on a busy host mariadbd is still
+    # recovering then, so wait for it to answer (3 min) before calling it failed
+    echo "restarting mariadb"; /etc/init.d/mariadb start || true
+    for i in $(seq 1 180); do mysqladmin --silent ping >/dev/null 2>&1 && break; sleep 1; done
+    mysqladmin --silent ping >/dev/null 2>&1 || { echo "mariadb did not come back"; return 1; }
+  fi
   if ! listening 5672; then
     echo "restarting rabbitmq"; export ERL_EPMD_ADDRESS=127.0.0.1
     bg rabbitmq rabbitmq /usr/sbin/rabbitmq-server; waitport 5672

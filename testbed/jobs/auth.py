@@ -2,17 +2,23 @@
 
 Headers: `X-Los-Time` (unix seconds) and `X-Los-Signature` (hex). A request is accepted
 when the signature matches the testbed's shared secret and its time is within the
-allowed skew (replays of old requests are refused).
+allowed skew (replays of old requests are refused). `new_secret` makes a testbed's secret.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import time
 
 TIME_HEADER = "X-Los-Time"
 SIGNATURE_HEADER = "X-Los-Signature"
+
+
+def new_secret() -> str:
+    """A fresh shared secret for a testbed's agents (hex, 32 bytes)."""
+    return secrets.token_hex(32)
 
 
 def signature(secret: bytes, method: str, path: str, timestamp: str, body: bytes) -> str:

@@ -19,14 +19,14 @@ import pandas as pd
 from rich.console import Console
 
 from analysis import figure_data
-from testbed.experiment.optimum_cells import (
+from testbed.experiment.runner import run_experiment
+from testbed.los.schedulers import scheduler_names
+from testbed.results.optimum_cells import (
     OPTIMUM,
     OptimumCell,
     mean_drop_bound,
     read_optimum_cells,
 )
-from testbed.experiment.runner import run_experiment
-from testbed.los.schedulers import scheduler_names
 from testbed.spec.experiment import ResolvedExperiment
 from testbed.spec.loader import load_experiment
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.experiment.plan import StreamDef
+from testbed.cells.streams import StreamDef
 
 
 @dataclass

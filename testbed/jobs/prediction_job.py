@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import time
 import urllib.request
@@ -24,8 +23,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from testbed.agent import auth
+from testbed.jobs import auth
 from testbed.jobs.model_repo import Repository
+from testbed.jobs.trigger import samples_bytes
 from testbed.workload.detectors import FEATURE_COUNT, Detector
 from testbed.workload.framing import read_frame
 
@@ -145,7 +145,7 @@ class PredictionJob:
 class HttpTrainingHook:
     """POST the cached samples (.npy) to the agent that schedules the training.
 
-    With `secret` the request is signed as agents sign theirs (`testbed.agent.auth`);
+    With `secret` the request is signed as agents sign theirs (`testbed.jobs.auth`);
     with `period_s` the agent learns the stream's training period. With `log`, every
     trigger appends a JSON line: when, the agent's trigger id (or the error), and the
     sample count. A failed POST is logged, never raised: the stream goes on."""
@@ -165,9 +165,7 @@ class HttpTrainingHook:
         self.log = log
 
     def __call__(self, trigger: TrainingTrigger) -> None:
-        buffer = io.BytesIO()
-        np.save(buffer, trigger.samples)
-        body = buffer.getvalue()
+        body = samples_bytes(trigger.samples)
         meta: dict[str, Any] = {
             "stream": trigger.stream,
             "kind": trigger.kind,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from testbed.agent.service import AgentConfig
+from testbed.agent.config import AgentConfig
 from testbed.network.topology import Topology
 
 

@@ -1,0 +1,50 @@
+"""An agent's settings (`AgentConfig`): its node, address, peers, capacity, mesh and LOS knobs.
+
+Written as JSON by the deployer (one per node, on the host) and read by
+`python -m testbed.agent --config CONFIG.json`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class AgentConfig:
+    node: str
+    layer: str
+    address: str
+    port: int
+    secret: str
+    peers: dict[str, str]  # node -> address, every node of the testbed
+    capacity_m: float  # the emulated node's CPU (vCPUs x 1000)
+    memory_mb: float
+    cpu_scale: float  # real quota = emulated limit x this
+    cgroup: str  # the node's cgroup, relative to the hierarchy root
+    work_dir: str
+    neighbours: list[str]  # from the layout; the mesh says which are reachable now
+    bandwidth_mbit: dict[str, float] = field(default_factory=dict)
+    prediction_m: float = 0.0  # CPU and memory held by this node's prediction jobs
+    prediction_mb: float = 0.0
+    scheduler: str = "los"
+    los: dict[str, Any] = field(default_factory=dict)
+    gossip_interval_s: float = 2.0
+    mesh: str = "babel"  # babel: neighbours and RTT from babeld; static: from the layout
+    # (batman-adv: neighbours from `batctl meshif bat0 neighbors`, no RTT)
+    babel_port: int = 33123
+    training: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    time_scale: float = 1.0  # real seconds per emulated second: durations are reported /this
+    prewarm: bool = False  # start the warm training worker at once, not at the first job
+    level: int = 0  # depth of the node's layer (0: the top layer), gossiped for LOS+
+    uplink: bool = False  # a gateway: it also sits on the layer above, gossiped for LOS+
+
+    @classmethod
+    def load(cls, path: Path) -> AgentConfig:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    def url(self, node: str) -> str:
+        return f"http://{self.peers[node]}:{self.port}"

@@ -1,0 +1,6 @@
+"""What one cell of a sweep is: the cell and its seeds, streams, outcome, result rows, faults.
+
+Below both the twin and the testbeds that run cells (and the experiment runner above them):
+it imports only `testbed.spec` and `testbed.los` (a run's record), never a testbed, the twin
+or the runner.
+"""

@@ -7,6 +7,7 @@ from typing import NoReturn
 
 import pytest
 
+from testbed.datasets.citypulse_files import default_data_dir
 from testbed.los.job import JobKey, RunRecord, TrainingJob
 from testbed.los.runtime_model import RuntimeModel
 from testbed.los.views import NodeView
@@ -116,7 +117,7 @@ def rng() -> random.Random:
 
 
 # beside the clone, as in CI (a clean clone with the shared folder at ../shared)
-CITYPULSE = Path(os.environ.get("LOS_CITYPULSE_DIR", REPO.parent / "shared" / "data" / "citypulse"))
+CITYPULSE = default_data_dir(REPO)  # LOS_CITYPULSE_DIR, else ../shared/data/citypulse
 
 
 @pytest.fixture

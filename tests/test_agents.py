@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pyroute2 import netns
 
+from testbed.datasets.citypulse import features, load_sensor_file
 from testbed.jobs import auth
 from testbed.jobs.auth import new_secret
 from testbed.jobs.trigger import samples_bytes
@@ -25,7 +26,6 @@ from testbed.local.provider import STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
 from testbed.spec.loader import load_layout
-from testbed.workload.citypulse import features, load_sensor_file
 
 from .conftest import prerequisite
 

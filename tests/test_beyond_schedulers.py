@@ -250,7 +250,7 @@ def test_the_ablation_names_are_registered() -> None:
 
 
 def test_the_ablation_expands_on_the_command_line() -> None:
-    from testbed.cli import _load
+    from testbed.cli.common import _load
 
     x = _load(
         EXPERIMENTS / "los-scheduling.yaml", "quick", None, schedulers="los,los-plus-ablation"

@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testbed.datasets.citypulse import features, load_metadata, load_sensor_file, with_metadata
+from testbed.datasets.citypulse_files import find_sensor_files
+from testbed.datasets.citypulse_schema import TRAFFIC_COLUMNS
+from testbed.datasets.synthetic import SyntheticSpec, generate, write_citypulse_csv
 from testbed.errors import UserError
-from testbed.workload.citypulse import (
-    TRAFFIC_COLUMNS,
-    features,
-    find_sensor_files,
-    load_metadata,
-    load_sensor_file,
-    with_metadata,
-)
-from testbed.workload.synthetic import SyntheticSpec, generate, write_citypulse_csv
 
 
 def test_real_traffic_file(citypulse: Path) -> None:

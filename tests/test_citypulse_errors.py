@@ -19,18 +19,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed.errors import UserError
-from testbed.workload.citypulse import (
-    POLLUTION_COLUMNS,
-    TRAFFIC_COLUMNS,
+from testbed.datasets.citypulse import load_metadata, load_sensor_file, read_text
+from testbed.datasets.citypulse_files import (
     check_path,
     checked_data_dir,
     data_dir_from_flag,
-    load_metadata,
-    load_sensor_file,
-    read_text,
     sensor_files_in,
 )
+from testbed.datasets.citypulse_schema import POLLUTION_COLUMNS, TRAFFIC_COLUMNS
+from testbed.errors import UserError
 from testbed.workload.endpoints import parse_host_port
 from testbed.workload.replayer import Sample, replay
 
@@ -195,17 +192,17 @@ def test_real_sample_directory_checks_clean(citypulse: Path) -> None:
 
 
 def test_run_sources_refuse_a_damaged_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from testbed.testbeds.deployed import citypulse_sources
+    from testbed.datasets import sources
 
     monkeypatch.setenv("LOS_CITYPULSE_DIR", str(tmp_path / "missing"))
     with pytest.raises(UserError, match=r"LOS_CITYPULSE_DIR=.*does not exist"):
-        citypulse_sources()
+        sources()
     monkeypatch.setenv("LOS_CITYPULSE_DIR", str(tmp_path))
     good = write(tmp_path, GOOD)
-    assert citypulse_sources() == {"traffic": good.resolve()}
+    assert sources() == {"traffic": good.resolve()}
     write(tmp_path, GOOD.replace(b"2014-08-01T07:55:00", b"tomorrow"))
     with pytest.raises(UserError, match=r"trafficData1\.csv:3:.*not a timestamp"):
-        citypulse_sources()
+        sources()
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from testbed.datasets.synthetic import SyntheticSpec, generate
 from testbed.workload.detectors import Detector, TrainingConfig, train
 from testbed.workload.evaluation import quality
-from testbed.workload.synthetic import SyntheticSpec, generate
 from testbed.workload.thresholds import EmaThreshold, WelfordThreshold, threshold_from_dict
 
 FAST = TrainingConfig(epochs=8)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testbed.datasets.citypulse import features, load_sensor_file
 from testbed.jobs.cgroups import CpuGroup, cpu_max_line, enter_preexec, quota_us
 from testbed.jobs.model_repo import ModelRepository, RemoteRepository, RepositoryServer
 from testbed.jobs.runner import WarmWorker, run_fresh
 from testbed.jobs.training_job import TrainingRequest
-from testbed.workload.citypulse import features, load_sensor_file
 
 TOLERANCE = 1.03
 PERIOD_S = 0.1  # CFS enforces the quota per 100 ms period: allow two periods at the edges

@@ -130,9 +130,9 @@ def _inventory(servers: dict[str, Any], experiment: Any, work_root: Path) -> dic
         for node, values in (group.get("hosts") or {}).items():
             if values:
                 values.update(ansible_port=servers["port"], mesh_address=ADDRESSES[node])
-    from testbed.testbeds.deployed import citypulse_sources
+    from testbed.datasets import sources
 
-    data = [str(p) for p in citypulse_sources().values()]
+    data = [str(p) for p in sources().values()]
     assert data, "the CityPulse sample is needed: the servers get copies of its files"
     return run_inventory(
         base, topology, {"cgroup_root": f"los-testbed/{spec.testbed_id}", "stream_data": data}
@@ -157,10 +157,10 @@ def test_a_cell_runs_on_ssh_servers_as_the_openstack_testbed_runs_it(
 ) -> None:
     import pandas as pd
 
+    from testbed.datasets import sources
     from testbed.experiment import runner
     from testbed.los.schedulers import scheduler_names
     from testbed.spec.loader import load_experiment
-    from testbed.testbeds.deployed import citypulse_sources
     from testbed.testbeds.openstack import OpenStackTestbed
 
     repo = Path(__file__).resolve().parents[1] / "experiments"
@@ -212,7 +212,7 @@ def test_a_cell_runs_on_ssh_servers_as_the_openstack_testbed_runs_it(
     assert executed.groupby("stream").size().max() <= 2  # streams stop after 2 trainings
     # the replayers played the servers' copies of the CityPulse files
     assert sorted(p.name for p in (work_root / "data").iterdir()) == sorted(
-        p.name for p in citypulse_sources().values()
+        p.name for p in sources().values()
     )
     # the run went through SSH: stages, known_hosts filled on first contact, logs followed
     stages = [

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import pandas as pd
+from hypothesis import given
+from hypothesis import strategies as st
 
 from testbed.cells.cell import Cell
-from testbed.cells.rows import TriggerRow, dropped, executed, placed, trigger_head
+from testbed.cells.rows import (
+    Sent,
+    TriggerRow,
+    dropped,
+    executed,
+    placed,
+    rows_from_events,
+    trigger_head,
+)
 from testbed.cells.streams import StreamDef
+from testbed.cells.timeline import Timeline
 from testbed.los.decisions import DropReason
 from testbed.los.job import RunRecord
 from testbed.network.cost import COST_COLUMNS
@@ -122,3 +133,154 @@ def test_built_rows_make_a_typed_frame() -> None:
     assert list(frame.columns) == list(TRIGGER_COLUMNS)
     assert frame["outcome"].tolist() == ["executed", "dropped"]
     assert pd.isna(frame.loc[1, "t_job"]) and pd.isna(frame.loc[0, "drop_reason"])
+
+
+# --- rows_from_events: a deployed cell's rows from what its nodes wrote -----------------
+
+OTHER = StreamDef("s01-pollution", "edge-1", "pollution", "lstm", 60.0, 10.0)
+LAYERS = {"edge-1": "edge", "edge-2": "edge", "fog-1": "fog", "cloud-1": "cloud"}
+
+
+def run_event(trigger: str, stream: StreamDef, node: str, path: list[str], **run: float) -> dict:
+    values = dict(t_job=12.3, t_send=0.7, t_start=1.1, t_stop=0.45)
+    values.update(run)
+    return {
+        "kind": "report",
+        "trigger": trigger,
+        "stream": stream.id,
+        "outcome": "executed",
+        "path": path,
+        "run": {
+            "node": node,
+            "limit_m": 800.0,
+            "memory_mb": 210.0,
+            "payload_bytes": 5e6,
+            "period_s": 999.0,  # the agent's own idea of the period: the stream's counts
+            **values,
+        },
+    }
+
+
+def from_events(sent: Sent, events: list[dict], timeline: Timeline | None = None) -> list:
+    return rows_from_events(
+        CELL,
+        [STREAM, OTHER],
+        sent,
+        events,
+        timeline or Timeline(),
+        100.0,
+        0.5,
+        LAYERS.__getitem__,
+    )
+
+
+def test_rows_from_events_give_every_outcome_its_row() -> None:
+    timeline = Timeline()
+    timeline.agent_down_triggers.add((STREAM.id, 124.5))
+    timeline.agent_stops.append(("fog-1", 100.0 + 154.5 * 0.5 + 1.0))  # after t5 was sent
+    sent: Sent = [
+        ("t1", STREAM, 4.5),
+        ("t2", STREAM, 34.5),
+        ("t3", OTHER, 10.0),
+        ("t4", STREAM, 64.5),
+        (None, STREAM, 124.5),  # no agent took it: its agent was down
+        ("t5", STREAM, 154.5),  # held by fog-1, stopped after it was sent
+        ("t6", STREAM, 184.5),  # nobody knows: lost
+        (None, OTHER, 70.0),  # no agent took it, none was down: lost
+    ]
+    events = [
+        {"kind": "decided", "trigger": "t5", "node": "edge-2", "detail": {"node": "fog-1"}},
+        run_event("t1", STREAM, "fog-1", ["edge-2", "fog-1"]),
+        {"kind": "dropped", "trigger": "t2", "reason": "cycle", "path": ["edge-2", "fog-1"]},
+        {"kind": "report", "trigger": "t3", "outcome": "dropped", "reason": "previous-running"},
+        run_event("t4", STREAM, "edge-2", ["edge-2"], t_job=40.0),
+        run_event("t1", STREAM, "cloud-1", ["edge-2", "cloud-1"]),  # a later one: ignored
+    ]
+    rows = from_events(sent, events, timeline)
+    assert [(r["stream"], r["time_s"], r["trigger"]) for r in rows] == [
+        (STREAM.id, 4.5, 1),
+        (OTHER.id, 10.0, 1),
+        (STREAM.id, 34.5, 2),
+        (STREAM.id, 64.5, 3),
+        (OTHER.id, 70.0, 2),
+        (STREAM.id, 124.5, 4),
+        (STREAM.id, 154.5, 5),
+        (STREAM.id, 184.5, 6),
+    ]
+    first, other, cycle, late, other_lost, down, held_down, lost = rows
+    assert first == executed(
+        trigger_head(CELL, STREAM, 4.5, 1),
+        record(),
+        ["edge-2", "fog-1"],
+        "fog",
+        1,
+        "",
+        4.5 + record().t_complete,
+    )
+    assert first["finished_s"] == 4.5 + (12.3 + 0.7 + 1.1 + 0.45)
+    assert (late["iteration"], late["executing_layer"], late["met_period"]) == (2, "edge", False)
+    assert late["relative_residual"] == abs(40.0 + 0.7 + 1.1 + 0.45 - 30.0) / 30.0
+    assert other == dropped(trigger_head(CELL, OTHER, 10.0, 1), "previous-running", ["edge-1"])
+    assert cycle == dropped(trigger_head(CELL, STREAM, 34.5, 2), "cycle", ["edge-2", "fog-1"])
+    assert (down["drop_reason"], down["path"], down["hops"]) == ("agent-down", "edge-2", 0)
+    assert held_down["drop_reason"] == "agent-down"
+    assert lost["drop_reason"] == other_lost["drop_reason"] == "lost"
+    assert other_lost["path"] == "edge-1"
+
+
+def test_an_agent_stopped_before_the_trigger_was_sent_does_not_lose_it() -> None:
+    timeline = Timeline()
+    timeline.agent_stops.append(("edge-2", 100.0 + 10.0 * 0.5 - 0.01))
+    rows = from_events([("t1", STREAM, 10.0)], [], timeline)
+    assert rows[0]["drop_reason"] == "lost"
+    timeline.agent_stops.append(("edge-2", 100.0 + 10.0 * 0.5))  # the source, at send time
+    assert from_events([("t1", STREAM, 10.0)], [], timeline)[0]["drop_reason"] == "agent-down"
+
+
+OUTCOMES = st.sampled_from(["executed", "dropped-event", "dropped-report", "none"])
+
+
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 400), OUTCOMES),
+        max_size=30,
+        unique_by=lambda t: (t[0], t[1]),
+    )
+)
+def test_every_sent_trigger_gives_one_row_executed_iff_reported(
+    triggers: list[tuple[bool, int, str]],
+) -> None:
+    sent: Sent = []
+    events: list[dict] = []
+    expected: dict[tuple[str, float], str] = {}
+    for n, (other, tenth, outcome) in enumerate(triggers):
+        stream, at, trigger = (OTHER if other else STREAM), tenth / 10, f"t{n}"
+        sent.append((trigger, stream, at))
+        expected[stream.id, at] = "executed" if outcome == "executed" else "dropped"
+        if outcome == "executed":
+            events.append(run_event(trigger, stream, "fog-1", [stream.node, "fog-1"]))
+        elif outcome == "dropped-event":
+            events.append({"kind": "dropped", "trigger": trigger, "reason": "cycle"})
+        elif outcome == "dropped-report":
+            events.append(
+                {"kind": "report", "trigger": trigger, "outcome": "dropped", "reason": "failed"}
+            )
+    rows = from_events(sent, events)
+    assert len(rows) == len(sent)
+    assert {(r["stream"], r["time_s"]): r["outcome"] for r in rows} == expected
+    assert [r["time_s"] for r in rows] == sorted(r["time_s"] for r in rows)
+    for stream in (STREAM, OTHER):
+        mine = [r for r in rows if r["stream"] == stream.id]
+        assert [r["trigger"] for r in mine] == list(range(1, len(mine) + 1))
+        runs = [r["iteration"] for r in mine if r["outcome"] == "executed"]
+        assert runs == list(range(1, len(runs) + 1))
+    silent = {
+        ((OTHER if other else STREAM).id, tenth / 10)
+        for other, tenth, outcome in triggers
+        if outcome == "none"
+    }
+    lost = [r for r in rows if (r["stream"], r["time_s"]) in silent]
+    assert len(lost) == len(silent)
+    assert all(
+        (r["drop_reason"], r["path"], r["hops"]) == ("lost", r["source_node"], 0) for r in lost
+    )

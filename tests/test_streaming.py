@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from testbed.datasets.citypulse import load_sensor_file
+from testbed.datasets.citypulse_schema import FEATURES
 from testbed.jobs.cgroups import CpuGroup
 from testbed.jobs.model_repo import ModelRepository, RemoteRepository, RepositoryServer
 from testbed.jobs.prediction_job import PredictionJob, TrainingTrigger
 from testbed.jobs.runner import WarmWorker
 from testbed.jobs.training_job import TrainingRequest
-from testbed.workload.citypulse import FEATURES, load_sensor_file
 from testbed.workload.framing import END, FrameDecoder, encode
 from testbed.workload.replayer import replay_many, samples_of, schedule
 

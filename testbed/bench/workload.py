@@ -9,19 +9,20 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed import datasets
 from testbed.jobs.calibrate import calibrate
 from testbed.jobs.cgroups import CgroupUnavailable
-from testbed.workload.detectors import DATA_OF, TrainingConfig, train
+from testbed.workload.detectors import TrainingConfig, train
 from testbed.workload.evaluation import quality
-from testbed.workload.synthetic import SyntheticSpec, generate
 
 LIMITS = (200.0, 400.0, 1000.0)
 
 
 def detection_table(epochs: int = 30, seed: int = 1) -> list[str]:
     lines = [f"{'detector':12} {'threshold':9} {'precision':>9} {'recall':>7} {'F1':>6}"]
-    for kind, data in DATA_OF.items():
-        frame = generate(SyntheticSpec(kind=data, samples=8000), np.random.default_rng(seed))  # type: ignore[arg-type]
+    for dataset in datasets.DATASETS.values():
+        kind = dataset.default_model
+        frame = dataset.synthesize(8000, np.random.default_rng(seed))
         x = frame.drop(columns="anomaly").to_numpy(np.float32)
         labels = frame["anomaly"].to_numpy()
         for threshold in ("welford", "ema"):

@@ -6,16 +6,24 @@ the row's path (`testbed.network.cost`). A row starts as `trigger_head` (which t
 which stream, in which cell) and ends as `dropped`, `executed` (a measured run) or
 `placed` (executed where a plan put it, without measurements: the offline optimum).
 The builders return new dicts and never change the row they are given.
+
+`rows_from_events` builds a deployed cell's rows from what its nodes wrote: the triggers
+the prediction jobs sent and the agents' events (no I/O; the testbeds read the files).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TypedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from testbed.cells.cell import Cell
 from testbed.cells.streams import StreamDef
+from testbed.cells.timeline import Timeline
 from testbed.los.job import RunRecord
+
+Sent = list[tuple[str | None, StreamDef, float]]
+"""The triggers a cell's streams sent: the id the source agent gave it (None: no agent
+took it), its stream, and when (emulated seconds from the cell's start)."""
 
 
 class TriggerRow(TypedDict, total=False):
@@ -130,3 +138,61 @@ def placed(
         "iteration": iteration,
         "why": why,
     }
+
+
+def rows_from_events(
+    cell: Cell,
+    streams: Sequence[StreamDef],
+    sent: Sent,
+    events: Sequence[Mapping[str, Any]],
+    timeline: Timeline,
+    started: float,
+    scale: float,
+    layer_of: Callable[[str], str],
+) -> list[TriggerRow]:
+    """One row per sent trigger, in time order: its outcome from the agents' `events`
+    (the first report or drop naming it), else `agent-down` if the trigger found its
+    source's agent down or an agent that held it was stopped after it was sent (the cell
+    began at monotonic `started`, one emulated second taking `scale` real ones), else `lost`."""
+    outcome: dict[str, Mapping[str, Any]] = {}
+    holders: dict[str, set[str]] = {}  # trigger -> the agents that held it
+    for event in events:
+        if event["kind"] in ("report", "dropped") and "trigger" in event:
+            outcome.setdefault(event["trigger"], event)
+        if event["kind"] == "decided":
+            held = holders.setdefault(event["trigger"], set())
+            held.add(event["node"])
+            if isinstance(event.get("detail"), dict) and event["detail"].get("node"):
+                held.add(event["detail"]["node"])
+
+    def agent_lost(trigger: str | None, stream: StreamDef, at: float) -> bool:
+        """No outcome, because an agent that held it (or its source's) was stopped."""
+        if (stream.id, at) in timeline.agent_down_triggers:
+            return True
+        if trigger is None:
+            return False
+        held = holders.get(trigger, set()) | {stream.node}
+        sent_at = started + at * scale
+        return any(node in held and stopped >= sent_at for node, stopped in timeline.agent_stops)
+
+    rows: list[TriggerRow] = []
+    counts = {s.id: 0 for s in streams}
+    executed_n = {s.id: 0 for s in streams}
+    for trigger, stream, at in sorted(sent, key=lambda x: (x[2], x[1].id)):
+        counts[stream.id] += 1
+        row = trigger_head(cell, stream, at, counts[stream.id])
+        event = outcome.get(trigger or "")
+        if event is None:
+            reason = "agent-down" if agent_lost(trigger, stream, at) else "lost"
+            rows.append(dropped(row, reason, (stream.node,)))
+        elif event["kind"] == "dropped" or event.get("outcome") == "dropped":
+            rows.append(dropped(row, event["reason"], event.get("path") or [stream.node]))
+        else:
+            record = RunRecord(**{**event["run"], "period_s": stream.period_s})
+            executed_n[stream.id] += 1
+            layer = layer_of(record.node)
+            finished = at + record.t_complete
+            rows.append(
+                executed(row, record, event["path"], layer, executed_n[stream.id], "", finished)
+            )
+    return rows

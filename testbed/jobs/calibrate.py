@@ -26,30 +26,27 @@ from typing import Any
 import numpy as np
 import yaml
 
+from testbed import datasets
 from testbed.jobs.cgroups import CpuGroup, detect
 from testbed.jobs.runner import JobMeasurement, Mode, WarmWorker, run_fresh
 from testbed.jobs.training_job import TrainingRequest
 from testbed.los.runtime_model import fit_runtime_curve, nonneg_linear_fit
 from testbed.results.atomic import atomic_write_text
 from testbed.spec.calibration import Calibration
-from testbed.workload.citypulse import FEATURES, features, find_sensor_files, load_sensor_file
-from testbed.workload.detectors import DATA_OF, TrainingConfig
-from testbed.workload.synthetic import SyntheticSpec, generate
+from testbed.workload.detectors import TrainingConfig
 
 DEFAULT_LIMITS = (100, 150, 200, 300, 400, 600, 1000)
 SAMPLE_BYTES_PER_FEATURE = 4  # cached samples travel as float32 .npy
 
 
 def training_samples(kind: str, count: int, data_dir: Path | None) -> tuple[np.ndarray, str]:
-    """Real CityPulse samples when a data directory is given and has them, else synthetic."""
-    data = DATA_OF[kind]
-    if data_dir is not None:
-        for path in find_sensor_files(data_dir):
-            if path.name.startswith(f"{data}Data"):
-                frame, _ = load_sensor_file(path)
-                return features(frame, data)[:count], str(path)  # type: ignore[arg-type]
-    frame = generate(SyntheticSpec(kind=data, samples=count), np.random.default_rng(0))  # type: ignore[arg-type]
-    return frame[list(FEATURES[data])].to_numpy(np.float32), "synthetic"  # type: ignore[index]
+    """Samples of model `kind`'s dataset: from its first file in the data directory where
+    one is given and has them, else synthetic."""
+    dataset = datasets.for_model(kind)
+    files = dataset.files_in(data_dir) if data_dir is not None else []
+    if files:
+        return dataset.samples(files[0], count), str(files[0])
+    return dataset.samples(None, count), "synthetic"
 
 
 def fit_cost(
@@ -185,7 +182,7 @@ def _model_cost(
     key = "unique_mb" if mode == "warm" else "peak_rss_mb"
     memory = [m.report[key] for m in measured]
     return {
-        "data": DATA_OF[kind],
+        "data": datasets.for_model(kind).name,
         "work_cpu_s": round(max(work, 1e-3), 4),
         "threads": 1,
         "overhead_s": round(overhead, 4),

@@ -1,11 +1,12 @@
 """Cross-checks between an experiment spec, its layout and its calibration: nodes, layers,
-models and links that exist, a layout whose nodes all reach the top layer, and values that
+models, datasets and links that exist, a layout whose nodes all reach the top layer, and values that
 are each in range but together make a run that cannot work."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.datasets import names as dataset_names
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
 from testbed.spec.experiment import ExperimentSpec
@@ -68,7 +69,14 @@ def check_references(
                 f"node '{node}' is not in layout '{layout.name}'",
                 f"use one of {sorted(nodes)}",
             )
+    datasets = dataset_names()
     for i, slot in enumerate(spec.streams.per_node):
+        if slot.data not in datasets:
+            raise UserError(
+                f"{path}: field 'streams.per_node[{i}].data'",
+                f"unknown dataset '{slot.data}'",
+                f"use one of {sorted(datasets)} (or register a new one in testbed.datasets)",
+            )
         if slot.model not in calibration.models:
             raise UserError(
                 f"{path}: field 'streams.per_node[{i}].model'",

@@ -57,9 +57,9 @@ def make_testbed(
 
         return TwinTestbed(experiment)
     if name == "local":
-        from testbed.testbeds.local import LocalTestbed
+        from testbed.testbeds.local_direct import local_testbed
 
-        return LocalTestbed(experiment)
+        return local_testbed(experiment)
     if name == "openstack":
         from testbed.openstack.config import resolve_cloud
         from testbed.openstack.provider import load_spec

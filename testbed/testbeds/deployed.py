@@ -18,31 +18,26 @@ from __future__ import annotations
 import contextlib
 import heapq
 import json
-import os
-import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from testbed.agent.config import AgentConfig
 from testbed.cells.cell import Cell, cell_seeds
 from testbed.cells.outcome import CellOutcome
+from testbed.cells.rows import Sent, TriggerRow, rows_from_events
+from testbed.cells.run import CellRun
 from testbed.cells.streams import StreamDef, plan_streams
+from testbed.cells.timeline import Timeline
 from testbed.deploy.deployment import Deployment
+from testbed.deploy.host_load import HostLoad
 from testbed.deploy.playbooks import DeployError
 from testbed.deploy.remote_faults import RemoteFaults
 from testbed.network.topology import Topology
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
-from testbed.workload.citypulse import find_sensor_files, load_sensor_file, sensor_files_in
-from testbed.workload.detectors import DATA_OF
-
-Sent = list[tuple[str | None, StreamDef, float]]
-CITYPULSE = Path(os.environ.get("LOS_CITYPULSE_DIR", Path("..") / "shared" / "data" / "citypulse"))
 
 
 def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> ResolvedExperiment:
@@ -57,68 +52,40 @@ def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> Resolv
     return replace(experiment, spec=experiment.spec.model_copy(update=update))
 
 
-def citypulse_sources() -> dict[str, Path]:
-    """The CityPulse file the replayers play per data kind, where the sample is present.
+@dataclass
+class DeployedCellRun(CellRun):
+    """A cell on a deployed testbed: also its agents' port and how to read a node's agent
+    events as they are written (`event_lines`), each line parsed once."""
 
-    Each chosen file is loaded once here, so a damaged one stops the run before any cell
-    starts, naming the file and the line. LOS_CITYPULSE_DIR, where set, must be a data
-    directory; without it a missing default sample means synthetic streams."""
-    named = os.environ.get("LOS_CITYPULSE_DIR")
-    root = Path(named) if named else CITYPULSE
-    if named:
-        files = sensor_files_in(root, f"LOS_CITYPULSE_DIR={named}")
-    else:
-        files = find_sensor_files(root) if root.is_dir() else []
-    found = {}
-    for kind in dict.fromkeys(DATA_OF.values()):
-        match = [p for p in files if p.name.startswith(f"{kind}Data")]
-        if match:
-            load_sensor_file(match[0])
-            found[kind] = match[0].resolve()
-    return found
+    event_lines: Callable[[str], list[str]] = field(kw_only=True)
+    agent_port: int = field(kw_only=True)
+    parsed: dict[str, tuple[int, list[dict[str, Any]]]] = field(default_factory=dict)
 
+    def events_of(self, node: str) -> list[dict[str, Any]]:
+        """The node's events so far, each line parsed once (a real-time cell reads the
+        files every fraction of a second for hours)."""
+        lines = self.event_lines(node)
+        seen, events = self.parsed.get(node, (0, []))
+        if len(lines) < seen:  # the file was recreated (a new cell)
+            seen, events = 0, []
+        for line in lines[seen:]:
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        self.parsed[node] = (len(lines), events)
+        return events
 
-class HostLoad:
-    """Samples the host's CPU use while a cell runs (from /proc/stat)."""
+    def executed(self, stream: StreamDef) -> int:
+        """Executed trainings of a stream so far, from its source agent's reports."""
+        return sum(
+            event["kind"] == "report"
+            and event.get("stream") == stream.id
+            and event.get("outcome") == "executed"
+            for event in self.events_of(stream.node)
+        )
 
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.samples: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
-
-    @staticmethod
-    def _read() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-        return sum(fields), idle
-
-    def _run(self, interval_s: float) -> None:
-        total, idle = self._read()
-        while not self._stop.wait(interval_s):
-            total2, idle2 = self._read()
-            if total2 > total:
-                self.samples.append(1.0 - (idle2 - idle) / (total2 - total))
-            total, idle = total2, idle2
-
-    def __enter__(self) -> HostLoad:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def saturated_share(self) -> float:
-        """Share of the samples with the host's CPU over 95 % busy."""
-        return sum(s > 0.95 for s in self.samples) / len(self.samples) if self.samples else 0.0
-
-    def world_entry(self) -> dict[str, Any]:
-        return {
-            "kind": "host-load",
-            "saturated_share": round(self.saturated_share, 3),
-            "mean_busy": round(float(np.mean(self.samples)), 3) if self.samples else None,
-        }
+    def events(self, nodes: Iterable[str]) -> list[dict[str, Any]]:
+        """The agents' events so far."""
+        return [event for node in nodes for event in self.events_of(node)]
 
 
 class DeployedTestbed:
@@ -206,13 +173,9 @@ class DeployedTestbed:
             "prewarm": True,
         }
 
-    _parsed_events: dict[str, tuple[int, list[dict[str, Any]]]]
-
     def run_cell(self, cell: Cell) -> CellOutcome:
         deployment = self._ensure_up()
-        self._parsed_events = {}  # the agents' files are new for every cell
         spec = self.experiment.spec
-        scale = self.settings.time_scale
         streams, load = self._cell_setup(cell)
         overrides: dict[str, dict[str, Any]] = {
             node: {"work_dir": str(deployment.agent_dir(node)), **load.get(node, {})}
@@ -220,22 +183,26 @@ class DeployedTestbed:
         }
         configs = self._agent_configs(cell, overrides)
         link_local, macs = self._agent_extras()
-        self.agent_port = next(iter(configs.values())).port
+        run = DeployedCellRun(
+            cell,
+            streams,
+            load,
+            agent_port=next(iter(configs.values())).port,
+            event_lines=lambda node: deployment.lines(node, "agent/events.jsonl"),
+        )
         deployment.start_agents(configs, link_local, macs)
         followed_before = deployment.logs.bytes_read
-        world: list[dict[str, Any]] = []
         try:
-            self._wait_workers(deployment)
+            self._wait_workers(run)
             time.sleep(3 * self.settings.gossip_interval_s)
             faults = self._faults(deployment)
             try:
-                self._changes: list[tuple[float, str, str]] = []
                 with contextlib.ExitStack() as stack:
                     host = self._host_load()
                     if host is not None:
                         stack.enter_context(host)
-                    started, sent, world = self._run_streams(streams, scale, faults)
-                    self._drain(sent, streams, scale)
+                    self._run_streams(run, faults)
+                    self._drain(run)
             finally:
                 faults.reset()
         finally:
@@ -245,9 +212,8 @@ class DeployedTestbed:
         into = (self.run_dir or Path(".")) / "nodes" / cell.id
         fetched = deployment.collect(into)
         events = self._read_events(into / node / "agent" / "events.jsonl" for node in fetched)
-        self._agent_down_triggers = set()
-        sent = self._sent_by_jobs(streams, self.start_epoch, scale, into)
-        world.append(
+        run.sent = self._sent_by_jobs(run, into)
+        run.world.append(
             {
                 "kind": "collected",
                 "via": "fabric/sftp",
@@ -255,21 +221,21 @@ class DeployedTestbed:
                 "followed_bytes": deployment.logs.bytes_read - followed_before,
             }
         )
-        rows = self._rows(cell, streams, sent, events, started, scale)
-        world.append(
+        rows = self._rows(run, events)
+        run.world.append(
             host.world_entry()
             if host is not None
             else {"kind": "host-load", "saturated_share": None, "note": "nodes on own machines"}
         )
-        return CellOutcome(rows, world, spec.duration_s, streams)
+        return CellOutcome(rows, run.world, spec.duration_s, streams)
 
-    def _wait_workers(self, deployment: Deployment, timeout_s: float = 180.0) -> None:
+    def _wait_workers(self, run: DeployedCellRun, timeout_s: float = 180.0) -> None:
         """Until every agent says its warm training worker is ready (torch imported)."""
         pending = set(self.topology.nodes)
         deadline = time.monotonic() + timeout_s
         while pending and time.monotonic() < deadline:
             for node in list(pending):
-                if any('"worker-ready"' in line for line in self._event_lines(node)):
+                if any('"worker-ready"' in line for line in run.event_lines(node)):
                     pending.discard(node)
             time.sleep(0.5)
         if pending:
@@ -291,7 +257,7 @@ class DeployedTestbed:
                 {
                     "id": stream.id,
                     "kind": stream.model,
-                    "source": self._stream_source(DATA_OF[stream.model], k),
+                    "source": self._stream_source(stream.data, k),
                     "port": 7100 + len(jobs),
                     "period_s": stream.period_s,
                     "samples": size,
@@ -305,26 +271,23 @@ class DeployedTestbed:
             )
         return by_node
 
-    def _run_streams(
-        self, streams: list[StreamDef], scale: float, faults: RemoteFaults
-    ) -> tuple[float, Sent, list[dict[str, Any]]]:
+    def _run_streams(self, run: DeployedCellRun, faults: RemoteFaults) -> None:
         """Deploy the streams' prediction jobs and replayers, start them together, apply
         the timeplan and stop streams that had their trainings; the triggers they sent."""
         assert self.deployment is not None
         deployment = self.deployment
         spec = self.experiment.spec
+        scale = self.settings.time_scale
+        streams = run.streams
         by_node = self._stream_jobs(streams)
-        deployment.start_streams(by_node, self.agent_port, self.secret)
-        self._agent_down_triggers: set[tuple[str, float]] = set()
-        self._agent_stops: list[tuple[str, float]] = []
+        deployment.start_streams(by_node, run.agent_port, self.secret)
         # the start lead covers writing the start files (one SSH session per node)
-        self.start_epoch = time.time() + 3.0
-        deployment.release_streams(list(by_node), self.start_epoch)
-        started = time.monotonic() + (self.start_epoch - time.time())
+        run.start_epoch = time.time() + 3.0
+        deployment.release_streams(list(by_node), run.start_epoch)
+        started = run.started = time.monotonic() + (run.start_epoch - time.time())
         plan_n = len(spec.timeplan)
         queue = [(e.at_s, i - plan_n, e) for i, e in enumerate(spec.timeplan)]
         heapq.heapify(queue)
-        world: list[dict[str, Any]] = []
         stopping: dict[str, Future[None]] = {}  # stream -> its replayer's stop (over SSH)
         end = started + spec.duration_s * scale
 
@@ -342,10 +305,10 @@ class DeployedTestbed:
                 now = (time.monotonic() - started) / scale
                 while queue and queue[0][0] <= now:
                     at, _, event = heapq.heappop(queue)
-                    world.append(self._apply(event, at, faults, now))
+                    run.world.append(self._apply(run.timeline, event, at, faults, now))
                 if spec.iterations is not None:  # only streams still running are read
                     for stream in filter(to_stop, streams):
-                        if self._executed(stream) >= spec.iterations:
+                        if run.executed(stream) >= spec.iterations:
                             stop(stream)
                 next_event = started + queue[0][0] * scale if queue else end
                 time.sleep(
@@ -356,22 +319,20 @@ class DeployedTestbed:
             wait(list(stopping.values()))
         # nodes that are away now keep their replayer until 09-stop; their triggers come
         # after the end and do not count
-        return started, self._sent_by_jobs(streams, self.start_epoch, scale), world
+        run.sent = self._sent_by_jobs(run)
 
-    def _sent_by_jobs(
-        self,
-        streams: list[StreamDef],
-        start_epoch: float,
-        scale: float,
-        root: Path | None = None,
-    ) -> Sent:
+    def _sent_by_jobs(self, run: CellRun, root: Path | None = None) -> Sent:
         """The triggers the prediction jobs sent, from their logs (read on the nodes, or
         the copies fabric fetched under `root`), in emulated time. A trigger no agent took
-        is `lost`, or `agent-down` while the source's agent was stopped; none counts while
-        the source node had left (it reaches no agent)."""
+        is `lost`, or `agent-down` while the source's agent was stopped (the run's
+        timeline gets those anew); none counts while the source node had left (it
+        reaches no agent)."""
         assert self.deployment is not None
+        scale = self.settings.time_scale
+        timeline = run.timeline
         sent: Sent = []
-        for stream in streams:
+        agent_down: set[tuple[str, float]] = set()
+        for stream in run.streams:
             if root is None:
                 lines = self.deployment.lines(stream.node, f"streams/{stream.id}.jsonl", fresh=True)
             else:
@@ -380,64 +341,34 @@ class DeployedTestbed:
             for line in lines:
                 with contextlib.suppress(ValueError):
                     record = json.loads(line)
-                    at = round((record["at"] - start_epoch) / scale, 3)
+                    at = round((record["at"] - run.start_epoch) / scale, 3)
                     if at >= self.experiment.spec.duration_s:
                         continue
                     if record.get("trigger"):
                         sent.append((str(record["trigger"]), stream, at))
-                    elif self._away(stream.node, at, "leave", "join"):
+                    elif timeline.away(stream.node, at, "leave", "join"):
                         continue
                     else:
-                        if self._away(stream.node, at, "agent-stop", "agent-start"):
-                            self._agent_down_triggers.add((stream.id, at))
+                        if timeline.away(stream.node, at, "agent-stop", "agent-start"):
+                            agent_down.add((stream.id, at))
                         sent.append((None, stream, at))
+        timeline.agent_down_triggers = agent_down
         return sent
 
-    def _drain(self, sent: Sent, streams: list[StreamDef], scale: float) -> None:
+    def _drain(self, run: DeployedCellRun) -> None:
         """Wait until every trigger has an outcome, at most two longest periods."""
-        wanted = {t for t, _, _ in sent if t}
-        deadline = time.monotonic() + 2 * max(s.period_s for s in streams) * scale + 5
+        wanted = {t for t, _, _ in run.sent if t}
+        longest = max(s.period_s for s in run.streams)
+        deadline = time.monotonic() + 2 * longest * self.settings.time_scale + 5
         while time.monotonic() < deadline:
             done = {
                 e["trigger"]
-                for e in self._collect()
+                for e in run.events(self.topology.nodes)
                 if e["kind"] in ("report", "dropped") and "trigger" in e
             }
             if wanted <= done:
                 return
             time.sleep(0.5)
-
-    # --- the agents' events, as they are written --------------------------------------------
-    def _event_lines(self, node: str) -> list[str]:
-        assert self.deployment is not None
-        return self.deployment.lines(node, "agent/events.jsonl")
-
-    def _events_of(self, node: str) -> list[dict[str, Any]]:
-        """The node's events so far, each line parsed once (a real-time cell reads the
-        files every fraction of a second for hours)."""
-        lines = self._event_lines(node)
-        cache = self._parsed_events
-        seen, events = cache.get(node, (0, []))
-        if len(lines) < seen:  # the file was recreated (a new cell)
-            seen, events = 0, []
-        for line in lines[seen:]:
-            with contextlib.suppress(ValueError):
-                events.append(json.loads(line))
-        cache[node] = (len(lines), events)
-        return events
-
-    def _executed(self, stream: StreamDef) -> int:
-        """Executed trainings of a stream so far, from its source agent's reports."""
-        return sum(
-            event["kind"] == "report"
-            and event.get("stream") == stream.id
-            and event.get("outcome") == "executed"
-            for event in self._events_of(stream.node)
-        )
-
-    def _collect(self) -> list[dict[str, Any]]:
-        """The agents' events so far."""
-        return [event for node in self.topology.nodes for event in self._events_of(node)]
 
     @staticmethod
     def _read_events(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -452,10 +383,15 @@ class DeployedTestbed:
 
     # --- the timeplan -------------------------------------------------------------------
     def _apply(
-        self, item: TimeplanEvent, at: float, faults: Any, now: float | None = None
+        self,
+        timeline: Timeline,
+        item: TimeplanEvent,
+        at: float,
+        faults: Any,
+        now: float | None = None,
     ) -> dict[str, Any]:
-        """Apply one timeplan event due at `at` now (emulated `now`, if later than due);
-        its world-log entry."""
+        """Apply one timeplan event due at `at` now (emulated `now`, if later than due),
+        recording it on the cell's `timeline`; its world-log entry."""
         if item.link is not None:
             nodes = list(item.link)
         elif item.node:
@@ -465,14 +401,9 @@ class DeployedTestbed:
         begun = time.monotonic()
         faults.apply(item.action, nodes, item.cpu_m, item.delay_ms)
         took_s = time.monotonic() - begun
-        if item.action == "agent-stop":  # when the kill had surely happened (over SSH it
-            stopped_at = time.monotonic()  # takes a while): jobs sent before may be lost
-            self._agent_stops += [(n, stopped_at) for n in nodes]
-        for node in nodes:  # who was away when, for triggers that found nobody: away from
-            when = max(at, now or at)  # the moment a leave or stop was asked, back only
-            if item.action in ("join", "agent-start"):  # once it was done (an agent
-                when += took_s / self.settings.time_scale  # takes seconds to start)
-            self._changes.append((when, node, item.action))
+        # when the kill had surely happened (over SSH it takes a while)
+        stopped_at = time.monotonic() if item.action == "agent-stop" else None
+        timeline.record(item.action, nodes, at, now, took_s, self.settings.time_scale, stopped_at)
         return {
             "sim_time": at,
             "kind": f"timeplan-{item.action}",
@@ -488,98 +419,16 @@ class DeployedTestbed:
             "took_s": round(took_s, 3),
         }
 
-    def _away(self, node: str, at: float, leave: str, back: str) -> bool:
-        """Was `node` away (between a `leave` and a `back` action) at emulated time `at`?"""
-        away = False
-        for when, who, action in self._changes:
-            if who == node and when <= at:
-                away = action == leave if action in (leave, back) else away
-        return away
-
     # --- rows ---------------------------------------------------------------------------
-    def _rows(
-        self,
-        cell: Cell,
-        streams: list[StreamDef],
-        sent: Sent,
-        events: list[dict[str, Any]],
-        started: float,
-        scale: float,
-    ) -> list[dict[str, Any]]:
-        outcome: dict[str, dict[str, Any]] = {}
-        holders: dict[str, set[str]] = {}  # trigger -> the agents that held it
-        for event in events:
-            if event["kind"] in ("report", "dropped") and "trigger" in event:
-                outcome.setdefault(event["trigger"], event)
-            if event["kind"] == "decided":
-                held = holders.setdefault(event["trigger"], set())
-                held.add(event["node"])
-                if isinstance(event.get("detail"), dict) and event["detail"].get("node"):
-                    held.add(event["detail"]["node"])
-        down_triggers = getattr(self, "_agent_down_triggers", set())
-        stops = getattr(self, "_agent_stops", [])
-
-        def agent_lost(trigger: str | None, stream: StreamDef, at: float) -> bool:
-            """No outcome, because an agent that held it (or its source's) was stopped."""
-            if (stream.id, at) in down_triggers:
-                return True
-            if trigger is None:
-                return False
-            held = holders.get(trigger, set()) | {stream.node}
-            sent_at = started + at * scale
-            return any(node in held and stopped >= sent_at for node, stopped in stops)
-
-        rows = []
-        counts = {s.id: 0 for s in streams}
-        executed = {s.id: 0 for s in streams}
-        for trigger, stream, at in sorted(sent, key=lambda x: (x[2], x[1].id)):
-            counts[stream.id] += 1
-            row: dict[str, Any] = {
-                "time_s": at,
-                "scheduler": cell.scheduler,
-                "stream_count": cell.stream_count,
-                "repetition": cell.repetition,
-                "stream": stream.id,
-                "data": stream.data,
-                "model": stream.model,
-                "source_node": stream.node,
-                "period_s": stream.period_s,
-                "trigger": counts[stream.id],
-            }
-            event = outcome.get(trigger or "")
-            if event is None:
-                reason = "agent-down" if agent_lost(trigger, stream, at) else "lost"
-                row.update(outcome="dropped", drop_reason=reason, path=stream.node, hops=0)
-            elif event["kind"] == "dropped" or event.get("outcome") == "dropped":
-                path = event.get("path") or [stream.node]
-                row.update(
-                    outcome="dropped",
-                    drop_reason=event["reason"],
-                    path=">".join(path),
-                    hops=len(path) - 1,
-                )
-            else:
-                run = event["run"]
-                executed[stream.id] += 1
-                t_complete = run["t_job"] + run["t_send"] + run["t_start"] + run["t_stop"]
-                row.update(
-                    outcome="executed",
-                    drop_reason=None,
-                    path=">".join(event["path"]),
-                    hops=len(event["path"]) - 1,
-                    executing_node=run["node"],
-                    executing_layer=self.topology.layer_of(run["node"]),
-                    cpu_limit_m=run["limit_m"],
-                    t_job=run["t_job"],
-                    t_send=run["t_send"],
-                    t_start=run["t_start"],
-                    t_stop=run["t_stop"],
-                    t_complete=t_complete,
-                    met_period=t_complete <= stream.period_s,
-                    relative_residual=abs(t_complete - stream.period_s) / stream.period_s,
-                    iteration=executed[stream.id],
-                    why="",
-                    finished_s=at + t_complete,
-                )
-            rows.append(row)
-        return rows
+    def _rows(self, run: CellRun, events: list[dict[str, Any]]) -> list[TriggerRow]:
+        """The cell's rows, from the triggers sent and the agents' `events`."""
+        return rows_from_events(
+            run.cell,
+            run.streams,
+            run.sent,
+            events,
+            run.timeline,
+            run.started,
+            self.settings.time_scale,
+            self.topology.layer_of,
+        )

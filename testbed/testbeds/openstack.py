@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
+from testbed import datasets
 from testbed.agent.config import AgentConfig
 from testbed.cells.cell import Cell
 from testbed.deploy.agent_configs import layout_agent_configs
@@ -34,7 +35,7 @@ from testbed.network.topology import build_topology
 from testbed.openstack.config import OpenStackSpec
 from testbed.openstack.deployment import OpenStackDeployment
 from testbed.spec.experiment import ResolvedExperiment
-from testbed.testbeds.deployed import DeployedTestbed, citypulse_sources
+from testbed.testbeds.deployed import DeployedTestbed
 
 
 class OpenStackTestbed(DeployedTestbed):
@@ -73,7 +74,7 @@ class OpenStackTestbed(DeployedTestbed):
         self.run_dir: Path | None = None
         self.deployment: Deployment | None = None
         self._provisioned = False
-        self.sources = citypulse_sources()
+        self.sources = datasets.sources()
 
     def capabilities(self) -> dict[str, Any]:
         return {

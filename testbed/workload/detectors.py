@@ -32,7 +32,6 @@ from testbed.workload.thresholds import (
 
 ModelKind = Literal["lstm", "autoencoder"]
 FEATURE_COUNT: dict[str, int] = {"lstm": 3, "autoencoder": 5}
-DATA_OF: dict[str, str] = {"lstm": "traffic", "autoencoder": "pollution"}
 
 
 @dataclass(frozen=True)

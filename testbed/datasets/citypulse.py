@@ -3,65 +3,33 @@
 Handles what the real files contain: CRLF line ends, `T` or space between date and time,
 gzip or plain text, repeated timestamps (kept once, counted) and gaps (counted). A
 malformed row stops the load with the file, the line and the column. Point the harness
-at the full archives unpacked anywhere: `find_sensor_files(root)` walks them.
+at the full archives unpacked anywhere: `citypulse_files.find_sensor_files(root)` walks
+them. The schemas are in `citypulse_schema`.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import io
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from testbed.datasets.citypulse_schema import (
+    FEATURES,
+    NUMERIC,
+    POLLUTION_COLUMNS,
+    TIME_COLUMN,
+    TRAFFIC_COLUMNS,
+    Kind,
+)
 from testbed.errors import UserError
-
-Kind = Literal["traffic", "pollution"]
-
-TRAFFIC_COLUMNS = (
-    "status",
-    "avgMeasuredTime",
-    "avgSpeed",
-    "extID",
-    "medianMeasuredTime",
-    "TIMESTAMP",
-    "vehicleCount",
-    "_id",
-    "REPORT_ID",
-)
-POLLUTION_COLUMNS = (
-    "ozone",
-    "particullate_matter",
-    "carbon_monoxide",
-    "sulfure_dioxide",
-    "nitrogen_dioxide",
-    "longitude",
-    "latitude",
-    "timestamp",
-)
-FEATURES: dict[Kind, tuple[str, ...]] = {
-    "traffic": ("avgMeasuredTime", "avgSpeed", "vehicleCount"),
-    "pollution": (
-        "ozone",
-        "particullate_matter",
-        "carbon_monoxide",
-        "sulfure_dioxide",
-        "nitrogen_dioxide",
-    ),
-}
-_TIME_COLUMN: dict[Kind, str] = {"traffic": "TIMESTAMP", "pollution": "timestamp"}
-_NUMERIC: dict[Kind, tuple[str, ...]] = {
-    "traffic": ("avgMeasuredTime", "avgSpeed", "medianMeasuredTime", "vehicleCount"),
-    "pollution": (*FEATURES["pollution"], "longitude", "latitude"),
-}
 
 
 @dataclass(frozen=True)
@@ -270,8 +238,8 @@ def load_sensor_file(path: Path | str) -> tuple[pd.DataFrame, LoadReport]:
         )
     kind = detect_kind(header, path)
     columns = TRAFFIC_COLUMNS if kind == "traffic" else POLLUTION_COLUMNS
-    time_col = columns.index(_TIME_COLUMN[kind])
-    numeric = [(columns.index(c), c) for c in _NUMERIC[kind]]
+    time_col = columns.index(TIME_COLUMN[kind])
+    numeric = [(columns.index(c), c) for c in NUMERIC[kind]]
     times: list[datetime] = []
     values: dict[str, list[float]] = {c: [] for _, c in numeric}
     texts: dict[str, list[str]] = {c: [] for _, c in numeric}
@@ -414,105 +382,3 @@ def with_metadata(traffic: pd.DataFrame, metadata: pd.DataFrame) -> pd.DataFrame
 def features(frame: pd.DataFrame, kind: Kind) -> np.ndarray:
     """The detector's input columns as float32, in a fixed order."""
     return frame[list(FEATURES[kind])].to_numpy(dtype=np.float32)
-
-
-def find_sensor_files(root: Path | str) -> list[Path]:
-    """Every traffic or pollution file under `root` (plain or gzipped), sorted."""
-    root = Path(root)
-    patterns = (
-        "trafficData*.csv",
-        "trafficData*.csv.gz",
-        "pollutionData*.csv",
-        "pollutionData*.csv.gz",
-    )
-    return sorted({p for pattern in patterns for p in root.rglob(pattern)})
-
-
-_DIR_FIX = (
-    "point at the CityPulse data directory (it holds trafficData*.csv[.gz] and "
-    "pollutionData*.csv[.gz] files)"
-)
-
-
-def sensor_files_in(root: Path | str, label: str | None = None) -> list[Path]:
-    """The sensor files under a data directory the user named; refuses a path that does
-    not exist, is a file, or holds no sensor files. `label` says where the path came from
-    (a flag or a variable), for the error line."""
-    root = Path(root)
-    where = label or str(root)
-    if not root.exists():
-        raise UserError(where, f"{root} does not exist", _DIR_FIX)
-    if not root.is_dir():
-        raise UserError(where, f"{root} is a file, not a directory", _DIR_FIX)
-    files = find_sensor_files(root)
-    if not files:
-        raise UserError(
-            where,
-            f"{root} holds no trafficData*.csv or pollutionData*.csv files (plain or .gz)",
-            _DIR_FIX,
-        )
-    return files
-
-
-def first_of_each_kind(files: list[Path]) -> dict[Kind, Path]:
-    """The file a run or a calibration reads per data kind: the first in sorted order."""
-    chosen: dict[Kind, Path] = {}
-    for kind in ("traffic", "pollution"):
-        match = [p for p in sorted(files) if p.name.startswith(f"{kind}Data")]
-        if match:
-            chosen[kind] = match[0]  # type: ignore[index]
-    return chosen
-
-
-def checked_data_dir(root: Path | str, label: str | None = None) -> Path:
-    """A data directory whose files a run reads (the first of each kind) load cleanly."""
-    for path in first_of_each_kind(sensor_files_in(root, label)).values():
-        load_sensor_file(path)
-    return Path(root)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def check_file(path: Path | str) -> str:
-    """Load one sensor or metadata file fully; a one-line summary of it."""
-    path = Path(path)
-    if path.name.lower().startswith("trafficmetadata"):
-        meta = load_metadata(path)
-        return f"{path}: traffic metadata, {len(meta)} sensors, sha256 {_sha256(path)[:16]}"
-    _, report = load_sensor_file(path)
-    span = (
-        f"{report.start:%Y-%m-%dT%H:%M} .. {report.end:%Y-%m-%dT%H:%M}"
-        if report.start and report.end
-        else "no span"
-    )
-    return (
-        f"{path}: {report.kind}, {report.rows} rows ({report.duplicates} repeated "
-        f"timestamps dropped, {report.gaps} gaps, step {report.step_s:g} s), {span}, "
-        f"sha256 {_sha256(path)[:16]}"
-    )
-
-
-def check_path(path: Path | str) -> list[str]:
-    """`testbed data check`: a file, or every sensor and metadata file under a directory."""
-    path = Path(path)
-    if not path.is_dir():
-        return [check_file(path)]
-    files = sensor_files_in(path) + sorted(path.rglob("trafficMetaData*.csv"))
-    lines = [check_file(p) for p in files]
-    lines.append(f"{path}: {len(files)} files ok")
-    return lines
-
-
-DEFAULT_DATA_DIR = Path("..") / "shared" / "data" / "citypulse"
-
-
-def data_dir_from_flag(value: str | None, flag: str = "--data") -> Path | None:
-    """The data directory of a `--data` flag, checked: the files it will read load. Without
-    the flag, the shared sample where it is present, else None (synthetic data)."""
-    if value is None:
-        if DEFAULT_DATA_DIR.is_dir() and find_sensor_files(DEFAULT_DATA_DIR):
-            return checked_data_dir(DEFAULT_DATA_DIR)
-        return None
-    return checked_data_dir(Path(value), f"{flag} {value}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from testbed.workload.citypulse import (
+from testbed.datasets.citypulse_schema import (
     FEATURES,
     POLLUTION_COLUMNS,
     TRAFFIC_COLUMNS,

@@ -1,0 +1,64 @@
+"""`testbed`: run experiments, write reports, validate specs, benchmark the twin."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.markup import escape
+
+from testbed.cli import bench, lifecycle, node, run
+from testbed.cli.common import _console, _OneLineParser, _print_error
+from testbed.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="testbed", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    # by audience; in this order, which is that of `testbed --help` and of its error lines
+    run.add_parsers(sub)  # run, report, compare, validate, experiment
+    bench.add_parsers(sub)  # bench, bench-schedulers, scale, bench-workload, bench-local
+    node.add_parsers(sub)  # data check, replay, predict, cgroup-join
+    lifecycle.add_parsers(sub)  # up, down, bench-openstack, openstack-box
+    bench.add_calibrate_parser(sub)  # calibrate
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except UserError as exc:
+        _print_error(exc)
+        return 2
+    except OSError as exc:  # last resort: a file we could not open, named in one line
+        if exc.filename is None:
+            raise
+        _print_error(
+            UserError(
+                str(exc.filename),
+                exc.strerror or type(exc).__name__,
+                "check the path, that it is a file and that you may read (or write) it",
+            )
+        )
+        return 2
+    except RuntimeError as exc:
+        from testbed.deploy.playbooks import DeployError
+
+        if not isinstance(exc, DeployError):
+            raise
+        _console().print("[bold red]deployment failed:[/]", escape(str(exc)), soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        if getattr(args, "testbed", None) == "openstack" and args.func is lifecycle.cmd_up:
+            _console().print(
+                "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
+                "removes what was created, a rerun of `up` completes it"
+            )
+        elif getattr(args, "testbed", None) == "openstack":
+            _console().print(
+                "interrupted: the servers were deleted unless --keep (the teardown line "
+                "above says what is left); rerun the same command to resume the run"
+            )
+        else:
+            _console().print("interrupted: rerun the same command to resume the unfinished run")
+        return 130

@@ -1,0 +1,175 @@
+"""What every `testbed` subcommand shares: the console, one-line errors and flag parsing,
+number flags, spec loading with the command-line overrides and the OpenStack flags."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from rich.console import Console
+from rich.markup import escape
+
+from testbed.errors import UserError
+
+EXPERIMENTS_DIR = Path("experiments")
+
+
+def _console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _print_error(error: UserError) -> None:
+    line = " ".join(str(error).split())  # one line, whatever a path or value holds
+    _console().print("[bold red]error:[/]", escape(line), soft_wrap=True)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming the flag and a fix (exit 2), as every
+    other user mistake; no usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        _print_error(_flag_error(self.prog, message))
+        sys.exit(2)
+
+
+def _flag_error(prog: str, message: str) -> UserError:
+    fix = f"see `{prog} --help`"
+    if message.startswith("argument "):
+        name, _, problem = message.removeprefix("argument ").partition(": ")
+        flag = name.split("/")[-1]
+        where = f"flag {flag}" if flag.startswith("-") else f"argument {flag}"
+        problem, _, own_fix = problem.partition(". Fix: ")
+        if own_fix:
+            fix = own_fix
+        elif problem.startswith("invalid int value"):
+            fix = f"give a whole number; {fix}"
+        elif problem.startswith("invalid float value"):
+            fix = f"give a number; {fix}"
+        elif problem.startswith("expected"):
+            fix = f"give a value after {flag}; {fix}"
+        return UserError(where, problem, fix)
+    if message.startswith("unrecognized arguments: "):
+        extra = message.removeprefix("unrecognized arguments: ")
+        first = extra.split()[0] if extra.split() else extra
+        where = f"flag {first}" if first.startswith("-") else f"argument {first}"
+        return UserError(where, f"not known to `{prog}` (got: {extra})", fix)
+    if message.startswith("the following arguments are required: "):
+        missing = message.removeprefix("the following arguments are required: ")
+        first = missing.split(", ")[0]
+        where = f"flag {first}" if first.startswith("-") else f"argument {first}"
+        return UserError(where, f"missing (required: {missing})", f"give it; {fix}")
+    return UserError(prog, message, fix)
+
+
+def _number(
+    kind: type[int] | type[float], low: float, high: float, example: str
+) -> Callable[[str], Any]:
+    """An argparse type: a finite int or float within [low, high]."""
+    noun = "whole number" if kind is int else "number"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a {noun}. Fix: give a {noun}, e.g. {example}"
+            ) from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise argparse.ArgumentTypeError(
+                f"{text} is outside {kind(low)}..{kind(high)}. Fix: give a {noun} in that range, "
+                f"e.g. {example}"
+            )
+        return value
+
+    parse.__name__ = noun
+    return parse
+
+
+SEED = _number(int, 0, 2**32 - 1, "--seed 7 (seeds are 32-bit, as numpy.random.seed)")
+
+
+def _load(  # type: ignore[no-untyped-def]
+    spec: Path,
+    profile: str | None,
+    seed: int | None,
+    calibration: str | None = None,
+    schedulers: str | None = None,
+):
+    from testbed.los.schedulers import scheduler_names
+    from testbed.spec.loader import load_experiment
+
+    overrides: dict[str, object] = {}
+    if seed is not None:
+        overrides["seed"] = seed
+    if calibration is not None:
+        if "\x00" in calibration or not Path(calibration).is_file():
+            what = "a directory" if Path(calibration).is_dir() else "file not found"
+            raise UserError(
+                f"flag --calibration {calibration}",
+                what,
+                "give a calibration file, e.g. experiments/calibration/calibrated.yaml",
+            )
+        overrides["calibration"] = str(Path(calibration).resolve())
+    if schedulers is not None:
+        from testbed.los.schedulers import LOS_PLUS_ABLATION
+
+        names = [name.strip() for name in schedulers.split(",") if name.strip()]
+        known = sorted(scheduler_names() | {"los-plus-ablation"})
+        if not names:
+            raise UserError(
+                "flag --scheduler", f"no scheduler named in {schedulers!r}", f"use {known}"
+            )
+        for name in names:
+            if name != "los-plus-ablation" and name not in scheduler_names():
+                raise UserError(
+                    "flag --scheduler", f"unknown scheduler '{name}'", f"use one of {known}"
+                )
+        expanded = [
+            n
+            for name in names
+            for n in (LOS_PLUS_ABLATION if name == "los-plus-ablation" else [name])
+        ]
+        overrides["schedulers"] = list(dict.fromkeys(expanded))
+    return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
+
+
+def _testbed_options(args: argparse.Namespace, keep: bool) -> dict[str, Any] | None:
+    """The openstack testbed's cloud, spec and whether its servers stay after the run."""
+    if args.testbed != "openstack":
+        return None
+    spec, spec_file, cloud = _openstack_spec(args)
+    return {"spec": spec, "spec_file": spec_file, "cloud": cloud, "keep": keep}
+
+
+def _openstack_spec(args: argparse.Namespace) -> tuple[Any, str, str]:
+    from testbed.openstack.config import resolve_cloud
+    from testbed.openstack.provider import load_spec
+
+    spec, spec_file = load_spec(
+        Path(args.openstack_spec) if args.openstack_spec else None,
+        testbed_id=args.id,
+        image=getattr(args, "image", None),
+    )
+    return spec, spec_file, resolve_cloud(args.cloud)
+
+
+def _openstack_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cloud", help="openstack: the clouds.yaml entry (default: OS_CLOUD)")
+    parser.add_argument(
+        "--openstack-spec",
+        help="openstack: how the layout maps onto the cloud (default experiments/openstack.yaml)",
+    )
+
+
+def _cloud_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of runs on --testbed openstack (the servers are provisioned for the run)."""
+    _openstack_flags(parser)
+    parser.add_argument("--id", help="openstack: testbed id (default: the spec's)")
+    parser.add_argument("--image", help="openstack: the image (overrides the spec's image)")
+    parser.add_argument(
+        "--keep", action="store_true", help="openstack: leave the servers up after the run"
+    )

@@ -1,0 +1,156 @@
+"""`testbed run`, `report`, `compare`, `validate` and `experiment`: experiments and their
+reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from testbed.cli.common import (
+    EXPERIMENTS_DIR,
+    SEED,
+    _cloud_run_flags,
+    _console,
+    _load,
+    _testbed_options,
+)
+from testbed.errors import UserError
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from testbed.experiment.paper import report_run
+    from testbed.experiment.runner import run_experiment
+
+    console = _console()
+    experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration, args.scheduler)
+    summary = run_experiment(
+        experiment,
+        args.testbed,
+        Path(args.results),
+        fresh=args.fresh,
+        console=console,
+        testbed_options=_testbed_options(args, args.keep),
+    )
+    if not args.no_report:
+        report_run(summary.path, console)
+    print(summary.line(experiment.spec.name, args.testbed))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from testbed.experiment.paper import report_run
+
+    run_dir = Path(args.run_dir)
+    report_run(run_dir, _console())
+    print(run_dir / "report.md")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from analysis.run_data import load_run
+    from testbed.results.rundir import comparable_problem
+
+    first, second = load_run(Path(args.run_dir)), load_run(Path(args.other))
+    problem = comparable_problem(first.manifest, second.manifest)
+    if problem is not None:
+        raise UserError(
+            args.run_dir,
+            f"{problem} ({args.other})",
+            "compare two runs of the same experiment spec, e.g. one on the local testbed "
+            "and one on the twin",
+        )
+    from analysis.compare import compare_runs
+
+    print(compare_runs(first, second))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    experiment = _load(Path(args.spec), args.profile, None)
+    spec = experiment.spec
+    cells = len(spec.schedulers) * len(spec.sweep.stream_counts) * spec.sweep.repetitions
+    print(
+        f"{args.spec}: ok ({spec.kind}, layout '{experiment.layout.name}', "
+        f"calibration '{experiment.calibration.name}', {cells} cells)"
+    )
+    return 0
+
+
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """Both paper experiments, then their reports: what `make experiment` runs."""
+    from testbed.experiment.paper import resolve_testbed, run_paper_experiments
+
+    console = _console()
+    args.testbed = resolve_testbed(args.testbed, console)
+
+    def options() -> dict[str, Any] | None:
+        return _testbed_options(args, args.keep)
+
+    paper = run_paper_experiments(
+        args.testbed,
+        Path(args.experiments),
+        Path(args.results),
+        args.profile,
+        args.keep,
+        options,
+        console,
+    )
+    for line in paper.lines:
+        print(line)
+    print("figures and reports:")
+    for path in paper.reports:
+        print(f"  {path / 'report.md'}")
+        for figure in sorted((path / "figures").glob("*.png")):
+            print(f"  {figure}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`run`, `report`, `compare`, `validate` and `experiment`."""
+    run = sub.add_parser("run", help="run one experiment spec on a testbed")
+    run.add_argument("spec", help="experiment spec, e.g. experiments/los-scheduling.yaml")
+    run.add_argument(
+        "--testbed",
+        default="twin",
+        choices=["twin", "local", "openstack"],
+        help="twin (default), local or openstack",
+    )
+    run.add_argument("--profile", help="a profile of the spec, e.g. quick")
+    run.add_argument("--seed", type=SEED, help="override the spec's seed")
+    run.add_argument("--calibration", help="use this calibration file instead of the spec's")
+    run.add_argument(
+        "--scheduler", help="comma-separated schedulers instead of the spec's, e.g. los,random"
+    )
+    run.add_argument("--results", default="results", help="where run directories go")
+    run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
+    run.add_argument("--no-report", action="store_true", help="skip figures and report")
+    _cloud_run_flags(run)
+    run.set_defaults(func=cmd_run)
+
+    report = sub.add_parser("report", help="figures and report.md for a run directory")
+    report.add_argument("run_dir")
+    report.set_defaults(func=cmd_report)
+
+    compare = sub.add_parser("compare", help="compare two runs of the same spec, by figure")
+    compare.add_argument("run_dir")
+    compare.add_argument("other")
+    compare.set_defaults(func=cmd_compare)
+
+    validate = sub.add_parser("validate", help="check an experiment spec and what it refers to")
+    validate.add_argument("spec")
+    validate.add_argument("--profile")
+    validate.set_defaults(func=cmd_validate)
+
+    experiment = sub.add_parser("experiment", help="both paper experiments and their reports")
+    experiment.add_argument(
+        "--testbed",
+        default="auto",
+        help="auto (default): local where this machine can host it, else twin; twin; "
+        "local; openstack",
+    )
+    _cloud_run_flags(experiment)
+    experiment.add_argument("--profile", default="quick")
+    experiment.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
+    experiment.add_argument("--results", default="results")
+    experiment.set_defaults(func=cmd_experiment)

@@ -3,7 +3,7 @@
 Pure parsers of a babeld `dump` and of `batctl meshif bat0 neighbors`, and the two readers
 that fetch them in the current network namespace (babeld's local socket; `batctl` through a
 replaceable runner). The agent uses these on every node, local or cloud; the local testbed's
-mesh set-up (`testbed.local.mesh`, `testbed.local.batman`) builds on them.
+mesh set-up (`testbed.providers.local.mesh`, `testbed.providers.local.batman`) builds on them.
 """
 
 from __future__ import annotations

@@ -20,11 +20,11 @@ from testbed.datasets.citypulse import features, load_sensor_file
 from testbed.jobs import auth
 from testbed.jobs.auth import new_secret
 from testbed.jobs.trigger import samples_bytes
-from testbed.local.agents import agent_configs, start_agents
-from testbed.local.mesh import start_mesh
-from testbed.local.provider import STATE_DIR, down, leftovers, up
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
+from testbed.providers.local.agents import agent_configs, start_agents
+from testbed.providers.local.mesh import start_mesh
+from testbed.providers.local.provider import STATE_DIR, down, leftovers, up
 from testbed.spec.loader import load_layout
 
 from .conftest import prerequisite

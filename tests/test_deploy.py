@@ -17,6 +17,7 @@ import yaml
 
 from testbed.deploy.inventory import build_inventory, hosts_of, inventory_yaml
 from testbed.deploy.playbooks import PLAYBOOK_DIR, DeployError, playbook_env, run_stage
+from testbed.deploy.stages import Stage
 from testbed.network.topology import Topology, build_topology
 from testbed.spec.loader import load_layout
 
@@ -110,7 +111,7 @@ def test_a_failing_stage_names_the_host_the_task_and_the_message(
     )
     monkeypatch.chdir(tmp_path)  # relative paths, as `--results results` gives them
     with pytest.raises(DeployError) as failure:
-        run_stage("01-base.yml", Path("inventory.yml"), {}, Path("ansible"))
+        run_stage(Stage.BASE, Path("inventory.yml"), {}, Path("ansible"))
     message = str(failure.value)
     assert "01-base.yml failed: nowhere:" in message
     assert "The testbed package imports" in message and "\n" not in message
@@ -136,9 +137,9 @@ needs_root = prerequisite(
 def test_playbooks_and_fabric_work_on_the_namespace_nodes(
     tmp_path: Path, topology: Topology
 ) -> None:
-    from testbed.local.deployment import LocalDeployment
-    from testbed.local.mesh import entered
-    from testbed.local.provider import down, leftovers, namespace_pids, up
+    from testbed.providers.local.deployment import LocalDeployment
+    from testbed.providers.local.mesh import entered
+    from testbed.providers.local.provider import down, leftovers, namespace_pids, up
 
     testbed_id = f"t-deploy-{os.getpid()}"
     state, plan = up(topology, testbed_id, routing="static")
@@ -254,7 +255,7 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
         )
         leader = int((streams / "s.predict.pid").read_text())
         assert Path(f"/proc/{leader}").exists()
-        stopped = deployment.stage("09-stop.yml")
+        stopped = deployment.stage(Stage.STOP)
         assert stopped.changed == 1
         time.sleep(0.5)
         assert not [p for p in namespace_pids(plan.namespaces["edge-1"]) if _cmd(p) == "sleep 600"]

@@ -23,10 +23,10 @@ from testbed.deploy.agent_configs import layout_agent_configs
 from testbed.deploy.remote_logs import RemoteLogs, split_complete
 from testbed.jobs.cgroups import enable_cpu_below
 from testbed.network.topology import build_topology
-from testbed.openstack.config import OpenStackSpec
-from testbed.openstack.deployment import parse_jump, run_inventory
-from testbed.openstack.inventory import PortFacts, ServerFacts, cloud_inventory
-from testbed.openstack.plan import plan_provision
+from testbed.providers.openstack.config import OpenStackSpec
+from testbed.providers.openstack.deployment import parse_jump, run_inventory
+from testbed.providers.openstack.inventory import PortFacts, ServerFacts, cloud_inventory
+from testbed.providers.openstack.plan import plan_provision
 from testbed.spec.loader import load_layout
 
 from .conftest import EXPERIMENTS, prerequisite, skip_or_fail
@@ -261,8 +261,8 @@ def test_openstack_runs_refuse_what_they_cannot_do_in_one_line(
 
     from testbed.errors import UserError
     from testbed.los.schedulers import scheduler_names
+    from testbed.providers import make_testbed
     from testbed.spec.loader import load_experiment
-    from testbed.testbeds import make_testbed
 
     monkeypatch.delenv("OS_CLOUD", raising=False)
     spec = yaml.safe_load((EXPERIMENTS / "los-scheduling.yaml").read_text())

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from testbed.jobs.cgroups import CGROUP_ROOT, CpuGroup, detect
-from testbed.local.capabilities import probe
-from testbed.local.mesh import BabelMesh, parse_installed_routes
-from testbed.local.provider import STATE_DIR, down, leftovers, up
 from testbed.meshread import parse_babel_dump
 from testbed.network.local_plan import LocalPlan, plan_local
 from testbed.network.topology import Topology, build_topology
+from testbed.providers.local.capabilities import probe
+from testbed.providers.local.mesh import BabelMesh, parse_installed_routes
+from testbed.providers.local.provider import STATE_DIR, down, leftovers, up
 from testbed.spec.loader import load_layout
 
 from .conftest import EXPERIMENTS, prerequisite
@@ -175,7 +175,7 @@ def test_down_after_the_runner_is_killed(tmp_path: Path) -> None:
 def _namespaces_of(testbed: str) -> list[str]:
     from pyroute2 import netns
 
-    from testbed.local.provider import plan_local_prefix
+    from testbed.providers.local.provider import plan_local_prefix
 
     return [ns for ns in netns.listnetns() if ns.startswith(plan_local_prefix(testbed) + "-")]
 
@@ -190,8 +190,8 @@ def test_capabilities_are_probed_not_assumed() -> None:
 
 @local
 def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
-    from testbed.local.rtt import check_links
     from testbed.network.drift import build_drift
+    from testbed.providers.local.rtt import check_links
 
     if not probe().nfqueue:
         pytest.skip("no NFQUEUE here")
@@ -228,7 +228,7 @@ def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
 
 @local
 def test_timeplan_faults_on_real_namespaces(topology: Topology) -> None:
-    from testbed.local.faults import Faults
+    from testbed.providers.local.faults import Faults
 
     testbed = f"t-faults-{os.getpid()}"
     state, plan = up(topology, testbed, routing="static")
@@ -262,8 +262,8 @@ def test_the_delay_daemon_applies_a_degraded_link_at_run_time(topology: Topology
     import json
     from typing import Any
 
-    from testbed.local.faults import Faults
-    from testbed.local.rtt import measure_rtt_ms
+    from testbed.providers.local.faults import Faults
+    from testbed.providers.local.rtt import measure_rtt_ms
 
     if not probe().nfqueue:
         pytest.skip("no NFQUEUE here")

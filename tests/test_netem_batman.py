@@ -1,6 +1,6 @@
 """netem link delay and the batman-adv mesh: the paths for kernels that have them.
 
-This machine's kernel has neither (see `testbed.local.capabilities`), so most of what is
+This machine's kernel has neither (see `testbed.providers.local.capabilities`), so most of what is
 here checks the pure builders and parsers; the tests that need the real kernel features
 are skipped with the reason, and one test checks that the fallback (babel + NFQUEUE) is
 what runs and is recorded here.
@@ -28,10 +28,6 @@ from pyroute2.netlink.rtnl.tcmsg import common as tc_common
 from pyroute2.netlink.rtnl.tcmsg import sched_netem
 
 from testbed import meshread
-from testbed.local import batman
-from testbed.local.batman import BatmanMesh, mesh_supernet, setup_commands
-from testbed.local.capabilities import Capabilities, probe
-from testbed.local.netem_drift import NetemDrift
 from testbed.meshread import (
     BatmanError,
     BatmanNeighbour,
@@ -57,6 +53,10 @@ from testbed.network.netem import (
     tc_call,
 )
 from testbed.network.topology import Topology, build_topology
+from testbed.node.netem_drift import NetemDrift
+from testbed.providers.local import batman
+from testbed.providers.local.batman import BatmanMesh, mesh_supernet, setup_commands
+from testbed.providers.local.capabilities import Capabilities, probe
 from testbed.spec.layout import LayoutSpec
 from testbed.spec.loader import load_layout
 
@@ -425,7 +425,7 @@ def test_on_a_vm_the_drift_service_sets_only_its_nodes_drift_on_its_own_interfac
 
 
 def test_on_a_vm_a_node_without_drift_exits_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    from testbed.local.netem_drift import main
+    from testbed.node.netem_drift import main
 
     layout = str(EXPERIMENTS / "layouts" / "paper.yaml")
     argv = ["--testbed", "x", "--layout", layout, "--node", "cloud-1", "--interface", "cloud=e"]
@@ -632,8 +632,8 @@ class FakeBatctl:
 def test_the_mesh_is_set_up_and_converges(
     paper: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from testbed.local import provider
-    from testbed.local.provider import LocalState
+    from testbed.providers.local import provider
+    from testbed.providers.local.provider import LocalState
 
     _, topology, _, plan = paper
     fake = FakeBatctl(plan, topology)
@@ -717,7 +717,7 @@ namespaces = prerequisite("local-testbed", not _root_with("ip"), "needs root and
 @pytest.fixture(scope="module")
 def bare(paper: Any) -> Iterator[tuple[Any, LocalPlan]]:
     """A testbed with namespaces and veths only (no mesh, no delay)."""
-    from testbed.local.provider import down, up
+    from testbed.providers.local.provider import down, up
 
     _, topology, _, _ = paper
     testbed_id = f"t-netbat-{os.getpid()}"
@@ -780,7 +780,7 @@ def test_pyroute2_takes_the_call_and_this_kernel_refuses_netem(
 def test_asking_for_netem_where_there_is_none_fails_cleanly(caps: Capabilities, paper: Any) -> None:
     """The provider starts the netem service for real; this kernel refuses the first
     qdisc, so the service exits before it is ready, `up` says why and removes it all."""
-    from testbed.local.provider import down, leftovers, up
+    from testbed.providers.local.provider import down, leftovers, up
 
     if caps.netem:
         pytest.skip("this kernel has netem: test_netem_drift_on_a_real_kernel covers it")
@@ -798,8 +798,8 @@ def test_asking_for_netem_where_there_is_none_fails_cleanly(caps: Capabilities, 
     "local-testbed", not _root_with("ip", "babeld", "ping"), "needs root, iproute2, babeld and ping"
 )
 def test_the_dispatch_records_what_runs_here(caps: Capabilities, paper: Any) -> None:
-    from testbed.local.mesh import start_mesh
-    from testbed.local.provider import LocalState, down, up
+    from testbed.providers.local.mesh import start_mesh
+    from testbed.providers.local.provider import LocalState, down, up
 
     if not (caps.netem or caps.nfqueue):
         pytest.skip("neither netem nor NFQUEUE here: no link delay to dispatch")
@@ -814,9 +814,9 @@ def test_the_dispatch_records_what_runs_here(caps: Capabilities, paper: Any) -> 
         assert (state.mesh, saved.mesh) == (caps.mesh, caps.mesh)
         cmdline = Path(f"/proc/{state.daemons['delay']}/cmdline").read_bytes().split(b"\0")
         if not caps.netem:  # this machine: the NFQUEUE daemon is what runs
-            assert state.link_delay == "nfqueue" and b"testbed.local.delay" in cmdline
+            assert state.link_delay == "nfqueue" and b"testbed.providers.local.delay" in cmdline
         else:
-            assert b"testbed.local.netem_drift" in cmdline
+            assert b"testbed.node.netem_drift" in cmdline
         if not caps.batman_adv:  # this machine: babeld in every namespace
             assert state.mesh == "babel"
             assert {f"babel-{n}" for n in topology.nodes} <= set(state.daemons)
@@ -827,8 +827,8 @@ def test_the_dispatch_records_what_runs_here(caps: Capabilities, paper: Any) -> 
 # --- the real kernel paths (skipped where the kernel lacks them) --------------------------------
 @pytest.mark.skipif(not _root_with("ip", "ping"), reason="needs root, iproute2 and ping")
 def test_netem_drift_on_a_real_kernel(caps: Capabilities, tmp_path: Path) -> None:
-    from testbed.local.provider import STATE_DIR, down, up
-    from testbed.local.rtt import check_links
+    from testbed.providers.local.provider import STATE_DIR, down, up
+    from testbed.providers.local.rtt import check_links
 
     if not caps.netem:
         pytest.skip("this kernel has no netem qdisc (Capabilities.netem is false)")
@@ -875,8 +875,8 @@ def test_netem_drift_on_a_real_kernel(caps: Capabilities, tmp_path: Path) -> Non
 
 @pytest.mark.skipif(not _root_with("ip", "ping"), reason="needs root, iproute2 and ping")
 def test_batman_adv_mesh_on_a_real_kernel(caps: Capabilities, paper: Any) -> None:
-    from testbed.local.mesh import start_mesh
-    from testbed.local.provider import LocalState, down, up
+    from testbed.providers.local.mesh import start_mesh
+    from testbed.providers.local.provider import LocalState, down, up
 
     if not caps.batman_adv:
         pytest.skip("this kernel has no batman-adv module (Capabilities.batman_adv is false)")

@@ -24,8 +24,8 @@ import yaml
 
 from testbed.deploy.inventory import hosts_of
 from testbed.network.topology import build_topology
-from testbed.openstack.box import BOX_CLOUD, BOX_IMAGE
-from testbed.openstack.cloud import existing
+from testbed.providers.openstack.box import BOX_CLOUD, BOX_IMAGE
+from testbed.providers.openstack.cloud import existing
 from testbed.spec.loader import load_layout
 
 from .conftest import EXPERIMENTS, skip_or_fail
@@ -37,8 +37,8 @@ TESTBED = str(Path(sys.executable).parent / "testbed")
 @pytest.fixture(scope="module")
 def conn() -> Any:
     try:
-        from testbed.openstack.box import ensure_image
-        from testbed.openstack.cloud import connect
+        from testbed.providers.openstack.box import ensure_image
+        from testbed.providers.openstack.cloud import connect
 
         connection = connect(BOX_CLOUD)
         ensure_image(connection)
@@ -93,7 +93,7 @@ def _kill_when(proc: subprocess.Popen[str], conn: Any, tid: str, servers: int) -
 
 def _provisioning(tid: str) -> list[int]:
     """Processes still working for a provisioning run of this testbed."""
-    from testbed.openstack.provider import PROVISION_ENV
+    from testbed.providers.openstack.provider import PROVISION_ENV
 
     marker = f"{PROVISION_ENV}={tid}".encode()
     found = []

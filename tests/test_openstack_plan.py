@@ -12,10 +12,15 @@ from hypothesis import strategies as st
 
 from testbed.deploy.inventory import hosts_of
 from testbed.network.topology import build_topology
-from testbed.openstack.cloud import Existing, remaining_needs, shortfalls
-from testbed.openstack.config import OpenStackSpec
-from testbed.openstack.inventory import PortFacts, ServerFacts, cloud_inventory, ssh_config
-from testbed.openstack.plan import MGMT, ProvisionPlan, plan_provision
+from testbed.providers.openstack.cloud import Existing, remaining_needs, shortfalls
+from testbed.providers.openstack.config import OpenStackSpec
+from testbed.providers.openstack.inventory import (
+    PortFacts,
+    ServerFacts,
+    cloud_inventory,
+    ssh_config,
+)
+from testbed.providers.openstack.plan import MGMT, ProvisionPlan, plan_provision
 from testbed.spec.layout import LayoutSpec
 from testbed.spec.loader import load_layout
 
@@ -166,7 +171,7 @@ def test_the_ssh_config_names_every_node_and_the_jump_host(layout: LayoutSpec) -
 
 
 def test_facts_read_ports_by_name_and_skip_missing_servers(layout: LayoutSpec) -> None:
-    from testbed.openstack.inventory import facts_of
+    from testbed.providers.openstack.inventory import facts_of
 
     plan = _plan(layout, testbed_id="t7")
     server = plan.servers[0]

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from testbed.local.sshd import sshd_binary
+from testbed.providers.local.sshd import sshd_binary
 
 from .conftest import prerequisite
 from .test_agents import SMALL
@@ -55,8 +55,8 @@ def _free_port() -> int:
 @pytest.fixture
 def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """One sshd on the four loopback addresses, authorising the testbed's key."""
-    from testbed.openstack.config import OpenStackSpec
-    from testbed.openstack.provider import Paths, ensure_key
+    from testbed.providers.openstack.config import OpenStackSpec
+    from testbed.providers.openstack.provider import Paths, ensure_key
 
     monkeypatch.setenv("LOS_OPENSTACK_STATE", str(tmp_path / "state"))
     spec = OpenStackSpec(testbed_id=f"tl{uuid.uuid4().hex[:6]}", ssh_user="root")
@@ -100,10 +100,10 @@ def servers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
 def _inventory(servers: dict[str, Any], experiment: Any, work_root: Path) -> dict[str, Any]:
     """What `_provision` returns on a cloud, for the loopback servers."""
     from testbed.network.topology import build_topology
-    from testbed.openstack.deployment import run_inventory
-    from testbed.openstack.inventory import PortFacts, ServerFacts, cloud_inventory
-    from testbed.openstack.plan import plan_provision
-    from testbed.openstack.provider import node_common
+    from testbed.providers.openstack.deployment import run_inventory
+    from testbed.providers.openstack.inventory import PortFacts, ServerFacts, cloud_inventory
+    from testbed.providers.openstack.plan import plan_provision
+    from testbed.providers.openstack.provider import node_common
 
     spec, paths = servers["spec"], servers["paths"]
     topology = build_topology(experiment.layout)
@@ -160,8 +160,8 @@ def test_a_cell_runs_on_ssh_servers_as_the_openstack_testbed_runs_it(
     from testbed.datasets import sources
     from testbed.experiment import runner
     from testbed.los.schedulers import scheduler_names
+    from testbed.providers.openstack.testbed import OpenStackTestbed
     from testbed.spec.loader import load_experiment
-    from testbed.testbeds.openstack import OpenStackTestbed
 
     repo = Path(__file__).resolve().parents[1] / "experiments"
     (tmp_path / "small.yaml").write_text(SMALL)

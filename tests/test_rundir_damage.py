@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from testbed.errors import UserError
 from testbed.experiment import runner
+from testbed.providers.twin.testbed import TwinTestbed
 from testbed.results import rundir
 from testbed.results.store import RunStore
-from testbed.testbeds.twin import TwinTestbed
 
 from .test_store import CrashingTwin, small
 

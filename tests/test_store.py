@@ -11,9 +11,9 @@ import pytest
 from testbed.cells.cell import Cell
 from testbed.experiment import runner
 from testbed.los.schedulers import scheduler_names
+from testbed.providers.twin.testbed import TwinTestbed
 from testbed.results.atomic import atomic_write_text
 from testbed.spec.loader import load_experiment
-from testbed.testbeds.twin import TwinTestbed
 
 from .conftest import EXPERIMENTS
 

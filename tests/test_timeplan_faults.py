@@ -137,11 +137,11 @@ def test_overrides_round_trip_and_reject_nonsense() -> None:
 def test_the_delay_daemon_adds_the_extra_to_the_drift(tmp_path: Path) -> None:
     if find_spec("netfilterqueue") is None:
         skip_or_fail("local-testbed", "netfilterqueue is not installed (make system-packages)")
-    from testbed.local.delay import DelayDaemon, LinkKey, link_delays_ms
     from testbed.network.degrade import OVERRIDES_FILE
     from testbed.network.drift import build_drift
     from testbed.network.local_plan import plan_local
     from testbed.network.topology import build_topology
+    from testbed.providers.local.delay import DelayDaemon, LinkKey, link_delays_ms
     from testbed.results.atomic import atomic_write_text
 
     x = experiment()

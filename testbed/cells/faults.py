@@ -1,6 +1,6 @@
 """A timeplan action, dispatched to whatever applies the timeplan on a testbed.
 
-Both the local testbed's direct faults (`testbed.local.faults`) and the deployed
+Both the local testbed's direct faults (`testbed.providers.local.faults`) and the deployed
 testbeds' faults over SSH (`testbed.deploy.remote_faults`) offer the same operations per
 node; which operation an action means, and that `degrade` takes a link, lives here once.
 """

@@ -54,11 +54,16 @@ def main(argv: list[str] | None = None) -> int:
                 "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
                 "removes what was created, a rerun of `up` completes it"
             )
-        elif getattr(args, "testbed", None) == "openstack":
-            _console().print(
-                "interrupted: the servers were deleted unless --keep (the teardown line "
-                "above says what is left); rerun the same command to resume the run"
-            )
+        elif (hint := _interrupted_hint(getattr(args, "testbed", None))) is not None:
+            _console().print(hint)
         else:
             _console().print("interrupted: rerun the same command to resume the unfinished run")
         return 130
+
+
+def _interrupted_hint(testbed: str | None) -> str | None:
+    """What an interrupted run on provider `testbed` left behind, if it says."""
+    from testbed.providers import registry
+
+    provider = registry.find(testbed) if testbed is not None else None
+    return provider.interrupted if provider is not None else None

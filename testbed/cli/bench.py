@@ -65,8 +65,8 @@ def cmd_bench_workload(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_local(args: argparse.Namespace) -> int:
-    from testbed.local.bench import run_local_bench
-    from testbed.local.capabilities import probe
+    from testbed.providers.local.bench import run_local_bench
+    from testbed.providers.local.capabilities import probe
 
     caps = probe()
     if not caps.local_testbed_ready or not caps.babeld:

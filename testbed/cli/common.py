@@ -1,5 +1,5 @@
 """What every `testbed` subcommand shares: the console, one-line errors and flag parsing,
-number flags, spec loading with the command-line overrides and the OpenStack flags."""
+number flags, spec loading with the command-line overrides and the providers' flags."""
 
 from __future__ import annotations
 
@@ -137,39 +137,26 @@ def _load(  # type: ignore[no-untyped-def]
     return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
 
 
-def _testbed_options(args: argparse.Namespace, keep: bool) -> dict[str, Any] | None:
-    """The openstack testbed's cloud, spec and whether its servers stay after the run."""
-    if args.testbed != "openstack":
+def _testbed_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The options of the provider `--testbed` names, from its own flags (None without)."""
+    from testbed.providers import registry
+
+    provider = registry.find(args.testbed)
+    if provider is None or provider.options_from_args is None:
         return None
-    spec, spec_file, cloud = _openstack_spec(args)
-    return {"spec": spec, "spec_file": spec_file, "cloud": cloud, "keep": keep}
+    return provider.options_from_args(args)
 
 
-def _openstack_spec(args: argparse.Namespace) -> tuple[Any, str, str]:
-    from testbed.openstack.config import resolve_cloud
-    from testbed.openstack.provider import load_spec
+def _provider_flags(parser: argparse.ArgumentParser) -> None:
+    """Each provider's own flags of runs (e.g. openstack: --cloud, --id, --keep)."""
+    from testbed.providers import registry
 
-    spec, spec_file = load_spec(
-        Path(args.openstack_spec) if args.openstack_spec else None,
-        testbed_id=args.id,
-        image=getattr(args, "image", None),
-    )
-    return spec, spec_file, resolve_cloud(args.cloud)
+    for provider in registry.providers():
+        if provider.add_arguments is not None:
+            provider.add_arguments(parser)
 
 
-def _openstack_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--cloud", help="openstack: the clouds.yaml entry (default: OS_CLOUD)")
-    parser.add_argument(
-        "--openstack-spec",
-        help="openstack: how the layout maps onto the cloud (default experiments/openstack.yaml)",
-    )
+def _testbed_names() -> list[str]:
+    from testbed.providers import registry
 
-
-def _cloud_run_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags of runs on --testbed openstack (the servers are provisioned for the run)."""
-    _openstack_flags(parser)
-    parser.add_argument("--id", help="openstack: testbed id (default: the spec's)")
-    parser.add_argument("--image", help="openstack: the image (overrides the spec's image)")
-    parser.add_argument(
-        "--keep", action="store_true", help="openstack: leave the servers up after the run"
-    )
+    return registry.names()

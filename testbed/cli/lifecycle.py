@@ -6,17 +6,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from testbed.cli.common import EXPERIMENTS_DIR, _number, _openstack_flags, _openstack_spec
+from testbed.cli.common import EXPERIMENTS_DIR, _number
 from testbed.errors import UserError
+from testbed.providers.openstack.cli import cloud_flags, spec_from_args
 
 PHASES_OF_BOX = ("all", "install", "configure", "health", "status", "ready", "stop")
 
 
 def cmd_up_openstack(args: argparse.Namespace) -> int:
-    from testbed.openstack.provider import up
+    from testbed.providers.openstack.provider import up
     from testbed.spec.loader import load_layout
 
-    spec, spec_file, cloud = _openstack_spec(args)
+    spec, spec_file, cloud = spec_from_args(args)
     result = up(load_layout(Path(args.layout)), spec, cloud, spec_file, dry_run=args.dry_run)
     if args.dry_run:
         for line in result.plan.describe():
@@ -33,10 +34,10 @@ def cmd_up_openstack(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from testbed.local.capabilities import probe
-    from testbed.local.mesh import start_mesh
-    from testbed.local.provider import up
     from testbed.network.topology import build_topology
+    from testbed.providers.local.capabilities import probe
+    from testbed.providers.local.mesh import start_mesh
+    from testbed.providers.local.provider import up
     from testbed.spec.loader import load_layout
 
     if args.testbed == "openstack":
@@ -77,14 +78,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_down(args: argparse.Namespace) -> int:
     if args.testbed == "openstack":
-        from testbed.openstack.provider import down as down_openstack
+        from testbed.providers.openstack.provider import down as down_openstack
 
-        spec, _, cloud = _openstack_spec(args)
+        spec, _, cloud = spec_from_args(args)
         removed_by_kind, left = down_openstack(spec.testbed_id, cloud)
         gone = ", ".join(f"{n} {k}" for k, n in removed_by_kind.items() if n) or "nothing"
         print(f"{spec.testbed_id} on {cloud}: removed {gone}; remaining: {sum(left.values())}")
         return 0 if sum(left.values()) == 0 else 1
-    from testbed.local.provider import down, leftovers
+    from testbed.providers.local.provider import down, leftovers
 
     removed = down(args.id)
     left = leftovers(args.id)
@@ -96,8 +97,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_openstack_box(args: argparse.Namespace) -> int:
     import os
 
-    from testbed.openstack import box
-    from testbed.openstack.cloud import connect
+    from testbed.providers.openstack import box
+    from testbed.providers.openstack.cloud import connect
 
     if os.geteuid() != 0 and args.phase not in ("status",):
         raise UserError("testbed openstack-box", "needs root", "run it as root (sudo)")
@@ -116,10 +117,10 @@ def cmd_openstack_box(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_openstack(args: argparse.Namespace) -> int:
-    from testbed.openstack.bench import bench_provisioning
+    from testbed.providers.openstack.bench import bench_provisioning
     from testbed.spec.loader import load_layout
 
-    spec, spec_file, cloud = _openstack_spec(args)
+    spec, spec_file, cloud = spec_from_args(args)
     numbers = bench_provisioning(load_layout(Path(args.layout)), spec, cloud, spec_file)
     print(
         f"{numbers['servers']} servers on {cloud}: provisioning {numbers['provision_s']:.1f} s "
@@ -162,7 +163,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         action="store_false",
         help="no link delays (the drift timeline is not applied)",
     )
-    _openstack_flags(up_)
+    cloud_flags(up_)
     up_.add_argument("--image", help="openstack: the image (overrides the spec's image)")
     up_.add_argument(
         "--dry-run", action="store_true", help="openstack: pre-flight and print the plan only"
@@ -172,7 +173,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     down_ = sub.add_parser("down", help="remove a testbed, also after a crash")
     down_.add_argument("--testbed", default="local")
     down_.add_argument("--id", default="los")
-    _openstack_flags(down_)
+    cloud_flags(down_)
     down_.set_defaults(func=cmd_down)
 
     bench_os = sub.add_parser(
@@ -181,7 +182,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     bench_os.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
     bench_os.add_argument("--id", default="losbench", help="testbed id (names its resources)")
     bench_os.add_argument("--image", help="the image (overrides the spec's image)")
-    _openstack_flags(bench_os)
+    cloud_flags(bench_os)
     bench_os.set_defaults(func=cmd_bench_openstack)
 
     osbox = sub.add_parser(

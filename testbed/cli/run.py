@@ -10,9 +10,10 @@ from typing import Any
 from testbed.cli.common import (
     EXPERIMENTS_DIR,
     SEED,
-    _cloud_run_flags,
     _console,
     _load,
+    _provider_flags,
+    _testbed_names,
     _testbed_options,
 )
 from testbed.errors import UserError
@@ -30,7 +31,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         Path(args.results),
         fresh=args.fresh,
         console=console,
-        testbed_options=_testbed_options(args, args.keep),
+        testbed_options=_testbed_options(args),
     )
     if not args.no_report:
         report_run(summary.path, console)
@@ -85,14 +86,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     args.testbed = resolve_testbed(args.testbed, console)
 
     def options() -> dict[str, Any] | None:
-        return _testbed_options(args, args.keep)
+        return _testbed_options(args)
 
     paper = run_paper_experiments(
         args.testbed,
         Path(args.experiments),
         Path(args.results),
         args.profile,
-        args.keep,
         options,
         console,
     )
@@ -110,11 +110,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """`run`, `report`, `compare`, `validate` and `experiment`."""
     run = sub.add_parser("run", help="run one experiment spec on a testbed")
     run.add_argument("spec", help="experiment spec, e.g. experiments/los-scheduling.yaml")
+    names = _testbed_names()
+    rest = ", ".join(names[1:-1]) + " or " + names[-1] if len(names) > 2 else names[-1]
     run.add_argument(
-        "--testbed",
-        default="twin",
-        choices=["twin", "local", "openstack"],
-        help="twin (default), local or openstack",
+        "--testbed", default=names[0], choices=names, help=f"{names[0]} (default), {rest}"
     )
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
     run.add_argument("--seed", type=SEED, help="override the spec's seed")
@@ -125,7 +124,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--results", default="results", help="where run directories go")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
     run.add_argument("--no-report", action="store_true", help="skip figures and report")
-    _cloud_run_flags(run)
+    _provider_flags(run)
     run.set_defaults(func=cmd_run)
 
     report = sub.add_parser("report", help="figures and report.md for a run directory")
@@ -146,10 +145,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     experiment.add_argument(
         "--testbed",
         default="auto",
-        help="auto (default): local where this machine can host it, else twin; twin; "
-        "local; openstack",
+        help="auto (default): local where this machine can host it, else twin; " + "; ".join(names),
     )
-    _cloud_run_flags(experiment)
+    _provider_flags(experiment)
     experiment.add_argument("--profile", default="quick")
     experiment.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     experiment.add_argument("--results", default="results")

@@ -29,6 +29,7 @@ from testbed.agent.config import AgentConfig
 from testbed.deploy import node_commands as cmd
 from testbed.deploy.playbooks import DeployError, StageResult, run_stage
 from testbed.deploy.remote_logs import RemoteLogs
+from testbed.deploy.stages import Stage
 from testbed.results.atomic import atomic_write_text
 
 AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out")
@@ -94,14 +95,15 @@ class Deployment:
         return self.node_dir(node) / "streams"
 
     # --- playbooks --------------------------------------------------------------------
-    def stage(self, playbook: str, **extravars: Any) -> StageResult:
+    def stage(self, stage: Stage, **extravars: Any) -> StageResult:
         """Run one numbered playbook against every node; log its timing beside the inventory."""
+        stage = Stage(stage)
         atomic_write_text(
-            self.deploy_dir / f"extravars-{playbook.removesuffix('.yml')}.yml",
+            self.deploy_dir / f"extravars-{stage.stem}.yml",
             yaml.safe_dump(extravars, sort_keys=True),
         )
         result = run_stage(
-            playbook,
+            stage,
             self.inventory_path,
             extravars,
             self.deploy_dir / "ansible",
@@ -129,7 +131,7 @@ class Deployment:
             atomic_write_text(self.config_dir / "mesh-macs.json", json.dumps(dict(mesh_macs)))
         self.logs.forget()
         return self.stage(
-            "04-agents.yml",
+            Stage.AGENTS,
             agent_config_dir=str(self.config_dir),
             agent_port=next(iter(configs.values())).port,
             agent_mesh_macs=mesh_macs is not None,
@@ -145,7 +147,7 @@ class Deployment:
         atomic_write_text(secret_file, secret)
         secret_file.chmod(0o600)
         return self.stage(
-            "05-streams.yml",
+            Stage.STREAMS,
             streams_by_node=dict(streams_by_node),
             agent_port=agent_port,
             secret_file=str(secret_file),
@@ -153,7 +155,7 @@ class Deployment:
         )
 
     def stop_services(self) -> StageResult:
-        return self.stage("09-stop.yml")
+        return self.stage(Stage.STOP)
 
     # --- commands over SSH -------------------------------------------------------------
     def run(self, node: str, command: str, timeout_s: float = 120) -> str:

@@ -22,7 +22,10 @@ import ansible_runner
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-PLAYBOOK_DIR = Path(__file__).resolve().parents[2] / "playbooks"
+from testbed.deploy.stages import Stage
+from testbed.paths import REPO_ROOT
+
+PLAYBOOK_DIR = REPO_ROOT / "playbooks"
 
 
 class DeployError(RuntimeError):
@@ -83,7 +86,7 @@ def playbook_env(control_dir: Path | None = None) -> dict[str, str]:
 
 
 def run_stage(
-    playbook: str,
+    stage: Stage,
     inventory: Path,
     extravars: Mapping[str, Any],
     work_dir: Path,
@@ -98,6 +101,7 @@ def run_stage(
 
     `extra_env` reaches every process the run starts (also detached async jobs), so a
     later cleanup can find them."""
+    playbook = str(Stage(stage))  # the file name, a plain str in the logs and results
     path = PLAYBOOK_DIR / playbook
     if not path.exists():
         raise DeployError(f"no playbook {path}")

@@ -1,6 +1,6 @@
 """The timeplan on a deployed testbed, applied over SSH (the nodes may be anywhere).
 
-The actions mean what they mean on the local testbed (`testbed.local.faults`):
+The actions mean what they mean on the local testbed (`testbed.providers.local.faults`):
 * leave / join: the node's mesh interfaces go down / up. How depends on the testbed:
   cloud servers are reached over their management network, so `ip link` runs on the
   node; a local namespace node is unreachable once its links are down, so the local

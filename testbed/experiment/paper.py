@@ -22,13 +22,22 @@ class PaperRun:
 
 
 def resolve_testbed(testbed: str, console: Console) -> str:
-    """`auto`: the local testbed where this machine can host it, else the twin; says which."""
-    if testbed == "auto":
-        from testbed.local.capabilities import probe
-        from testbed.testbeds.base import choose_testbed
+    """`auto`: the first provider this machine can host (the local testbed where it can),
+    else the twin; says which."""
+    from testbed.providers import registry
 
-        testbed, why = choose_testbed(probe())
-        console.print(f"testbed: {testbed} ({why})")
+    if testbed == "auto":
+        reasons = []
+        for provider in registry.providers():
+            if provider.can_host is None:
+                continue
+            ok, why = provider.can_host()
+            if ok:
+                console.print(f"testbed: {provider.name} ({why})")
+                return provider.name
+            reasons.append(why)
+        testbed = "twin"
+        console.print(f"testbed: twin ({'; '.join(reasons)}; running the twin instead)")
     elif testbed == "twin":
         console.print("testbed: twin (discrete-event model of the testbed)")
     return testbed
@@ -51,29 +60,33 @@ def run_paper_experiments(
     experiments: Path,
     results: Path,
     profile: str | None,
-    keep: bool,
     testbed_options: Callable[[], dict[str, Any] | None],
     console: Console,
 ) -> PaperRun:
-    """Both experiments of `experiments` on `testbed` ("twin", "local" or "openstack"),
-    `testbed_options()` giving each run's provider options (None but on OpenStack)."""
+    """Both experiments of `experiments` on `testbed` (a registered provider),
+    `testbed_options()` giving each run's provider options (None for a provider without
+    any): a provider with options keeps its testbed for the next experiment, unless the
+    options `keep` it anyway."""
     from testbed.experiment.runner import run_experiment
     from testbed.los.schedulers import scheduler_names
+    from testbed.providers import registry
     from testbed.spec.loader import load_experiment
 
     paper = PaperRun()
-    kept: dict[str, Any] | None = None  # an OpenStack testbed kept for the next experiment
+    provider = registry.find(testbed)  # an unknown name: run_experiment says so
+    kept: dict[str, Any] | None = None  # a testbed kept for the next experiment
     try:
         for k, name in enumerate(MAIN_SPECS):
             experiment = load_experiment(
                 experiments / name, profile, None, known_schedulers=scheduler_names()
             )
-            # an OpenStack testbed is provisioned once: kept between the experiments,
-            # removed after the last (or after a failure anywhere) unless --keep
+            # a testbed with options (OpenStack's servers) is provisioned once: kept between
+            # the experiments, removed after the last (or after a failure anywhere) unless kept
             last = k == len(MAIN_SPECS) - 1
             options = testbed_options()
             if options is not None and not last:
                 options["handover"] = True
+            keep = options is not None and bool(options.get("keep"))
             kept = options if options is not None and not last and not keep else None
             summary = run_experiment(
                 experiment, testbed, results, console=console, testbed_options=options
@@ -81,7 +94,7 @@ def run_paper_experiments(
             report_run(summary.path, console)
             paper.lines.append(summary.line(experiment.spec.name, testbed))
             paper.reports.append(summary.path)
-            if testbed in ("local", "openstack"):  # the twin on the same spec
+            if provider is not None and provider.deployed:  # the twin on the same spec
                 from analysis.compare import compare_runs
                 from testbed.experiment.runner import testbed_view
 
@@ -92,26 +105,7 @@ def run_paper_experiments(
                 paper.lines.append(twin.line(experiment.spec.name, "twin"))
                 console.print(f"comparison: {compare_runs(summary.path, twin.path)}")
     except BaseException:
-        if kept is not None:  # the last experiment, which removes them, never ran
-            _teardown_after_failure(kept, console)
+        if kept is not None and provider is not None and provider.teardown is not None:
+            provider.teardown(kept, console)  # the last experiment, which removes it, never ran
         raise
     return paper
-
-
-def _teardown_after_failure(options: dict[str, Any], console: Console) -> None:
-    from testbed.openstack.provider import down
-
-    spec, cloud = options["spec"], options["cloud"]
-    try:
-        removed, remaining = down(spec.testbed_id, cloud)
-    except Exception as error:  # the failure itself is what the user must see first
-        console.print(
-            f"teardown of {spec.testbed_id} failed ({error}); run `testbed down --testbed "
-            f"openstack --cloud {cloud} --id {spec.testbed_id}`"
-        )
-        return
-    left = {kind: n for kind, n in remaining.items() if n}
-    console.print(
-        f"teardown of {spec.testbed_id} on {cloud}: {sum(removed.values())} resources removed, "
-        + (f"LEFT: {left}" if left else "nothing left")
-    )

@@ -17,6 +17,9 @@ from testbed.errors import UserError
 from testbed.los.schedulers import twin_only
 from testbed.network.cost import RouteCost, network_table, with_network_cost
 from testbed.network.topology import build_topology
+from testbed.paths import REPO_ROOT
+from testbed.providers import Testbed, make_testbed
+from testbed.providers import registry as providers
 from testbed.results.manifest import file_sha256, git_state, host_facts, package_versions
 from testbed.results.optimum_cells import (
     OPTIMUM,
@@ -27,9 +30,6 @@ from testbed.results.optimum_cells import (
 from testbed.results.schema import cell_summary, triggers_frame
 from testbed.results.store import Clock, RunStore, utc_now
 from testbed.spec.experiment import ResolvedExperiment
-from testbed.testbeds import Testbed, make_testbed
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ def build_manifest(experiment: ResolvedExperiment, bed: Testbed) -> dict[str, An
 
 def refuse_twin_only(experiment: ResolvedExperiment, testbed: str) -> None:
     """Schedulers with global knowledge and the offline optimum exist only on the twin."""
-    if testbed == "twin":
+    provider = providers.find(testbed)
+    if provider is not None and provider.global_view:
         return
     names = [name for name in experiment.spec.schedulers if name in twin_only()]
     if names:
@@ -119,11 +120,7 @@ def refuse_twin_only(experiment: ResolvedExperiment, testbed: str) -> None:
 def testbed_view(experiment: ResolvedExperiment, testbed: str) -> ResolvedExperiment:
     """The experiment as `testbed` runs it: a deployed testbed's own sweep and duration
     (the spec's `local:` or `openstack:` section), if it gives them."""
-    if testbed in ("local", "openstack"):
-        from testbed.testbeds.deployed import settings_view
-
-        return settings_view(experiment, getattr(experiment.spec, testbed))
-    return experiment
+    return providers.view(testbed, experiment)
 
 
 def run_experiment(
@@ -138,13 +135,9 @@ def run_experiment(
     console = console or Console(stderr=True)
     started = time.perf_counter()
     refuse_twin_only(experiment, testbed)
-    if testbed == "local":  # before anything is provisioned
-        from testbed.spec.layout import LayoutRef, refuse_too_big_for_local
-
-        field = (
-            "layout.generate.nodes" if isinstance(experiment.spec.layout, LayoutRef) else "layers"
-        )
-        refuse_too_big_for_local(experiment.layout, f"{experiment.layout_path}: field '{field}'")
+    provider = providers.find(testbed)  # an unknown name: make_testbed says so
+    if provider is not None and provider.check is not None:  # before anything is provisioned
+        provider.check(experiment)
     experiment = testbed_view(experiment, testbed)
     bed = make_testbed(testbed, experiment, testbed_options)
     try:

@@ -1,7 +1,7 @@
 """Extra one-way delay on single links (the timeplan's `degrade`), on top of the drift.
 
 Pure data and its file format. The twin adds the extra to a link's latency; on the local
-testbed `testbed.local.faults` writes it to `OVERRIDES_FILE` next to the NFQUEUE delay
+testbed `testbed.providers.local.faults` writes it to `OVERRIDES_FILE` next to the NFQUEUE delay
 daemon's log (temporary file, then rename), and the daemon re-reads the file whenever
 it changes (a new inode, modification time or size).
 

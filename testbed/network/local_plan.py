@@ -1,6 +1,6 @@
 """What the local testbed builds, as data: namespaces, bridges, veths, addresses, routes.
 
-Pure: computed from the topology and a testbed id, applied elsewhere (`testbed.local`).
+Pure: computed from the topology and a testbed id, applied elsewhere (`testbed.providers.local`).
 
 * one network namespace per node, `<prefix>-<node>`;
 * one namespace `<prefix>-fabric` holding a bridge per layer network, so the nodes of a

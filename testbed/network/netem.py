@@ -1,7 +1,7 @@
 """Link latency with netem, as data: which qdisc sits on which interface, and when it changes.
 
 Pure: computed from the plan, the topology and the drift timeline; a service
-(`testbed.local.netem_drift`) applies the operations with pyroute2.
+(`testbed.node.netem_drift`) applies the operations with pyroute2.
 
 A link's one-way latency is its base latency plus the drift of both of its ends
 (`testbed.network.drift`). A node's layer interface is shared by all of its links on that

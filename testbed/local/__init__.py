@@ -1,1 +1,0 @@
-"""The local testbed: the layout in network namespaces on this machine (effects only)."""

@@ -1,1 +1,0 @@
-"""The OpenStack testbed: provisioning, inventory and teardown on a real cloud."""

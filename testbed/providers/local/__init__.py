@@ -1,0 +1,43 @@
+"""The local provider: the layout in network namespaces on this machine (mesh, link delays,
+cgroup CPU limits, agents; cells as on cloud servers or driven by the harness)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from testbed.providers.base import Testbed
+from testbed.providers.local.plan import refuse_too_big
+from testbed.providers.registry import Provider, register
+from testbed.spec.experiment import ResolvedExperiment
+
+
+def _make(experiment: ResolvedExperiment, options: Mapping[str, Any]) -> Testbed:
+    from testbed.providers.local.direct import local_testbed
+
+    return local_testbed(experiment)
+
+
+def _view(experiment: ResolvedExperiment) -> ResolvedExperiment:
+    from testbed.deploy.runner import settings_view
+
+    return settings_view(experiment, experiment.spec.local)
+
+
+def _can_host() -> tuple[bool, str]:
+    from testbed.providers.local.capabilities import probe
+    from testbed.providers.local.plan import hosting
+
+    return hosting(probe())
+
+
+PROVIDER = register(
+    Provider(
+        name="local",
+        make=_make,
+        deployed=True,
+        view=_view,
+        check=refuse_too_big,
+        can_host=_can_host,
+    )
+)

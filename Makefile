@@ -20,6 +20,8 @@ IMAGE ?=
 OPENSTACK_FLAGS = $(if $(CLOUD),--cloud $(CLOUD),) $(if $(IMAGE),--image $(IMAGE),)
 # KEEP=1: leave the servers up after `make experiment TESTBED=openstack`
 KEEP ?=
+# FRESH=1: start new runs instead of resuming unfinished ones (`--fresh`)
+FRESH ?=
 RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 
 .PHONY: install system-packages experiment test lint bench calibrate lock clean openstack-box \
@@ -59,7 +61,7 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 # TESTBED=twin or TESTBED=local to choose. The Debian packages come before the Python
 # ones (netfilterqueue builds against libnetfilter-queue-dev).
 experiment: $(if $(filter twin openstack,$(TESTBED)),,system-packages) $(STAMP)
-	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED) \
+	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED) $(if $(FRESH),--fresh,) \
 		$(if $(filter openstack,$(TESTBED)),$(RUN_FLAGS),)
 
 # A real OpenStack control plane on this machine (root, Debian 12; ~7 min, ~3 GB): the

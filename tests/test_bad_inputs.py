@@ -171,6 +171,7 @@ def corpus_env() -> dict[str, str]:
     env = dict(os.environ)
     # the CLI must not pick up a user's cloud or a shared CityPulse sample by accident
     env.pop("OS_CLOUD", None)
+    env.pop("LOS_CITYPULSE_DIR", None)
     env["COLUMNS"] = "400"  # long error lines must not be wrapped by the terminal width
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     return env

@@ -19,17 +19,18 @@ from testbed.spec.loader import load_experiment
 
 from .conftest import EXPERIMENTS
 
-WEATHER_COLUMNS = ("time", "temperature", "humidity", "station")
+WEATHER_COLUMNS = ("time", "temperature", "humidity", "wind", "station")
 
 
 def _weather(samples: int, rng: np.random.Generator) -> pd.DataFrame:
-    """A toy generator: a daily temperature cycle and noisy humidity, one anomaly."""
+    """A toy generator: a daily temperature cycle, noisy humidity and wind, one anomaly."""
     times = pd.date_range("2014-08-01", periods=samples, freq="10min", name="time")
     hours = times.hour.to_numpy()
     frame = pd.DataFrame(
         {
             "temperature": 15 + 5 * np.sin(hours / 24 * 2 * np.pi) + rng.normal(0, 0.5, samples),
             "humidity": 70 + rng.normal(0, 3, samples),
+            "wind": np.abs(rng.normal(4, 2, samples)),
         },
         index=times,
     )
@@ -41,8 +42,8 @@ def _weather(samples: int, rng: np.random.Generator) -> pd.DataFrame:
 WEATHER = Dataset(
     name="weather",
     columns=WEATHER_COLUMNS,
-    features=("temperature", "humidity"),
-    default_model="autoencoder",
+    features=("temperature", "humidity", "wind"),  # the LSTM reads three features
+    default_model="lstm",
     synthesize=_weather,
     description="a toy dataset: synthetic only, no files",
 )
@@ -89,14 +90,14 @@ def test_features_must_be_columns() -> None:
 def test_a_new_dataset_is_one_module_plus_registration(tmp_path: Path, weather: Dataset) -> None:
     path = _spec_with_slots(
         tmp_path,
-        [{"data": "weather", "model": "autoencoder"}, {"data": "traffic", "model": "lstm"}],
+        [{"data": "weather", "model": "lstm"}, {"data": "traffic", "model": "lstm"}],
     )
     experiment = load_experiment(path)
     streams = plan_streams(experiment.spec, 4, np.random.default_rng(0))
     assert [s.data for s in streams] == ["weather", "traffic", "weather", "traffic"]
     assert streams[0].id == "s01-weather"
     samples = datasets.get("weather").samples(None, 200, seed=3)
-    assert samples.shape == (200, 2) and samples.dtype == np.float32
+    assert samples.shape == (200, 3) and samples.dtype == np.float32
     again = weather.synthesize(200, np.random.default_rng(3))
     assert list(again.columns) == [*weather.features, "anomaly"]
     assert np.array_equal(samples, weather.matrix(again))
@@ -114,18 +115,29 @@ def test_the_spec_refuses_an_unregistered_dataset(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
-def test_streams_take_their_dataset_from_the_slot_not_the_model(tmp_path: Path) -> None:
-    """A pollution stream analysed by the LSTM stays a pollution stream."""
+def test_streams_take_their_dataset_from_the_slot_not_the_model(
+    tmp_path: Path, weather: Dataset
+) -> None:
+    """A weather stream analysed by the LSTM stays a weather stream (a model-to-data map
+    would make it traffic, the LSTM's own dataset)."""
     path = _spec_with_slots(
         tmp_path,
-        [{"data": "pollution", "model": "lstm"}, {"data": "traffic", "model": "autoencoder"}],
+        [{"data": "weather", "model": "lstm"}, {"data": "traffic", "model": "lstm"}],
     )
     spec = load_experiment(path).spec
     streams = plan_streams(spec, 2, np.random.default_rng(0))
-    assert [(s.data, s.model) for s in streams] == [
-        ("pollution", "lstm"),
-        ("traffic", "autoencoder"),
-    ]
+    assert [(s.data, s.model) for s in streams] == [("weather", "lstm"), ("traffic", "lstm")]
+
+
+def test_a_model_is_not_fed_a_dataset_of_another_width(tmp_path: Path) -> None:
+    """The LSTM reads 3 features; pollution has 5: its prediction job would fail at the
+    first sample on a real testbed, so the spec is refused, naming the slot."""
+    path = _spec_with_slots(tmp_path, [{"data": "pollution", "model": "lstm"}])
+    with pytest.raises(UserError) as caught:
+        load_experiment(path)
+    message = str(caught.value)
+    assert "field 'streams.per_node[0]'" in message
+    assert "model 'lstm' reads 3 features" in message and "'pollution' has 5" in message
 
 
 def test_dataset_files_are_found_by_prefix(tmp_path: Path) -> None:

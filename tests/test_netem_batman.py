@@ -825,7 +825,7 @@ def test_the_dispatch_records_what_runs_here(caps: Capabilities, paper: Any) -> 
 
 
 # --- the real kernel paths (skipped where the kernel lacks them) --------------------------------
-@pytest.mark.skipif(not _root_with("ip", "ping"), reason="needs root, iproute2 and ping")
+@prerequisite("local-testbed", not _root_with("ip", "ping"), "needs root, iproute2 and ping")
 def test_netem_drift_on_a_real_kernel(caps: Capabilities, tmp_path: Path) -> None:
     from testbed.providers.local.provider import STATE_DIR, down, up
     from testbed.providers.local.rtt import check_links
@@ -873,7 +873,7 @@ def test_netem_drift_on_a_real_kernel(caps: Capabilities, tmp_path: Path) -> Non
         down(testbed_id)
 
 
-@pytest.mark.skipif(not _root_with("ip", "ping"), reason="needs root, iproute2 and ping")
+@prerequisite("local-testbed", not _root_with("ip", "ping"), "needs root, iproute2 and ping")
 def test_batman_adv_mesh_on_a_real_kernel(caps: Capabilities, paper: Any) -> None:
     from testbed.providers.local.mesh import start_mesh
     from testbed.providers.local.provider import LocalState, down, up

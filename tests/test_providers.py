@@ -3,6 +3,7 @@ recipe of docs/extending.md), and the numbered playbook stages."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -152,3 +153,40 @@ def test_every_playbook_is_a_stage_and_every_stage_a_playbook() -> None:
     assert playbooks == {stage.value for stage in Stage}
     assert [stage.stem for stage in Stage] == sorted(stage.stem for stage in Stage)
     assert Stage.AGENTS.stem == "04-agents" and str(Stage.AGENTS) == "04-agents.yml"
+
+
+def test_up_and_down_offer_a_provider_with_those_hooks_without_an_edit(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    seen: list[tuple[str, str, str]] = []
+
+    def flags(command: str, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--toy-size", default="s", help=f"toy: {command}")
+
+    def up(args: argparse.Namespace) -> int:
+        seen.append(("up", args.id, args.toy_size))
+        return 0
+
+    def down(args: argparse.Namespace) -> int:
+        seen.append(("down", args.id, args.toy_size))
+        return 1
+
+    register(
+        Provider(
+            name="toy",
+            make=lambda experiment, options: TwinTestbed(experiment),
+            lifecycle_arguments=flags,
+            up=up,
+            down=down,
+        )
+    )
+    try:
+        assert main(["up", "--testbed", "toy", "--id", "t1", "--toy-size", "xl"]) == 0
+        assert main(["down", "--testbed", "toy", "--id", "t1"]) == 1
+        assert seen == [("up", "t1", "xl"), ("down", "t1", "s")]
+        assert main(["up", "--testbed", "twin"]) == 2
+    finally:
+        unregister("toy")
+    error = capsys.readouterr().err
+    assert "only the local, openstack and toy testbeds are brought up" in error
+    assert "use --testbed local or --testbed openstack or --testbed toy" in error

@@ -1,7 +1,7 @@
 """Same seed, same twin rows: a fixed sweep's tables hash to the digests stored here.
 
 A refactoring (moving code between packages, a faster hot path) must not change a single
-decision of the twin. This sweep runs five schedulers at 2, 6 and 10 streams, twice each,
+decision of the twin. This sweep runs every online scheduler at 2, 6 and 10 streams, twice each,
 and hashes every table the run writes (as CSV, so the hash does not depend on parquet's
 encoder). If a change is meant to alter the twin's behaviour, regenerate the digests with
 `LOS_UPDATE_TWIN_DIGEST=1 .venv/bin/pytest tests/test_twin_digest.py` and say why in the
@@ -28,7 +28,26 @@ DIGESTS = Path(__file__).resolve().parent / "data" / "twin-digest.json"
 SWEEP = {
     "sweep": {"stream_counts": [2, 6, 10], "repetitions": 2},
     "duration_s": 1800,
-    "schedulers": ["los", "in-situ", "nearest", "random", "los-plus"],
+    # every scheduler but the offline optimum (its solver stops on a wall-clock limit)
+    "schedulers": [
+        "los",
+        "in-situ",
+        "local",
+        "nearest",
+        "random",
+        "central",
+        "cloud",
+        "los-plus",
+        "los-plus-all",
+        "los-plus-no-gateway",
+        "los-plus-no-model-limit",
+        "los-plus-no-reservation",
+        "los-plus-no-retry",
+        "los-plus-only-gateway",
+        "los-plus-only-model-limit",
+        "los-plus-only-reservation",
+        "los-plus-only-retry",
+    ],
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.markup import escape
 
@@ -33,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # last resort: a file we could not open, named in one line
         if exc.filename is None:
             raise
-        _print_error(
-            UserError(
-                str(exc.filename),
-                exc.strerror or type(exc).__name__,
-                "check the path, that it is a file and that you may read (or write) it",
-            )
-        )
+        _print_error(_os_error(exc))
         return 2
     except RuntimeError as exc:
         from testbed.deploy.playbooks import DeployError
@@ -49,21 +44,37 @@ def main(argv: list[str] | None = None) -> int:
         _console().print("[bold red]deployment failed:[/]", escape(str(exc)), soft_wrap=True)
         return 1
     except KeyboardInterrupt:
-        if getattr(args, "testbed", None) == "openstack" and args.func is lifecycle.cmd_up:
-            _console().print(
-                "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
-                "removes what was created, a rerun of `up` completes it"
-            )
-        elif (hint := _interrupted_hint(getattr(args, "testbed", None))) is not None:
-            _console().print(hint)
-        else:
-            _console().print("interrupted: rerun the same command to resume the unfinished run")
+        hint = _interrupted_hint(getattr(args, "testbed", None), args.func is lifecycle.cmd_up)
+        _console().print(hint or "interrupted: rerun the same command to resume the unfinished run")
         return 130
 
 
-def _interrupted_hint(testbed: str | None) -> str | None:
-    """What an interrupted run on provider `testbed` left behind, if it says."""
+def _os_error(exc: OSError) -> UserError:
+    """An OSError with a file name as one line whose fix fits its cause."""
+    import errno
+
+    name = str(exc.filename)
+    problem = exc.strerror or type(exc).__name__
+    if exc.errno == errno.ENOENT and "/" not in name and not Path(name).exists():
+        return UserError(
+            name,
+            f"command not found ({problem})",
+            "install it (`make system-packages` installs what the local testbed runs)",
+        )
+    if exc.errno == errno.ENOSPC:
+        return UserError(name, problem, "free disk space, then rerun the same command")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return UserError(name, problem, "check its permissions (some commands need root)")
+    return UserError(
+        name, problem, "check the path, that it is a file and that you may read (or write) it"
+    )
+
+
+def _interrupted_hint(testbed: str | None, up: bool) -> str | None:
+    """What an interrupted run (or `testbed up`) on provider `testbed` left behind, if it says."""
     from testbed.providers import registry
 
     provider = registry.find(testbed) if testbed is not None else None
-    return provider.interrupted if provider is not None else None
+    if provider is None:
+        return None
+    return (provider.interrupted_up if up else None) or provider.interrupted

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from testbed.cli.common import EXPERIMENTS_DIR, _console, _number
+from testbed.cli.common import EXPERIMENTS_DIR, _console
 from testbed.errors import UserError
+from testbed.flags import number
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -149,12 +150,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     scale.add_argument("spec", nargs="?", default=str(EXPERIMENTS_DIR / "scale.yaml"))
     scale.add_argument("--nodes", default="50,100,200,500,1000", help="sizes, comma-separated")
     scale.add_argument(
-        "--streams-per-node", type=_number(float, 0.001, 100, "--streams-per-node 2"), default=2.0
+        "--streams-per-node", type=number(float, 0.001, 100, "--streams-per-node 2"), default=2.0
     )
     scale.add_argument("--scheduler", help="comma-separated schedulers instead of the spec's")
     scale.add_argument(
         "--duration",
-        type=_number(float, 60, 30 * 86400, "--duration 3600"),
+        type=number(float, 60, 30 * 86400, "--duration 3600"),
         help="simulated seconds per run",
     )
     scale.add_argument("--results", default="results")
@@ -175,7 +176,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     bench_local.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
     bench_local.add_argument(
-        "--triggers", type=_number(int, 1, 100_000, "--triggers 30"), default=30
+        "--triggers", type=number(int, 1, 100_000, "--triggers 30"), default=30
     )
     bench_local.set_defaults(func=cmd_bench_local)
 
@@ -189,11 +190,11 @@ def add_calibrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     calibrate.add_argument(
         "--limits", default="100,150,200,300,400,600,1000", help="millicores, comma-separated"
     )
-    calibrate.add_argument("--epochs", type=_number(int, 1, 10_000, "--epochs 100"), default=100)
+    calibrate.add_argument("--epochs", type=number(int, 1, 10_000, "--epochs 100"), default=100)
     calibrate.add_argument(
-        "--samples", type=_number(int, 12, 10_000_000, "--samples 1000"), default=1000
+        "--samples", type=number(int, 12, 10_000_000, "--samples 1000"), default=1000
     )
-    calibrate.add_argument("--repeats", type=_number(int, 1, 1000, "--repeats 1"), default=1)
+    calibrate.add_argument("--repeats", type=number(int, 1, 1000, "--repeats 1"), default=1)
     calibrate.add_argument("--mode", choices=["fresh", "warm"], default="fresh")
     calibrate.add_argument(
         "--data",

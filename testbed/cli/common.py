@@ -1,12 +1,10 @@
 """What every `testbed` subcommand shares: the console, one-line errors and flag parsing,
-number flags, spec loading with the command-line overrides and the providers' flags."""
+the seed flag, spec loading with the command-line overrides and the providers' flags."""
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -14,6 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from testbed.errors import UserError
+from testbed.flags import number
 
 EXPERIMENTS_DIR = Path("experiments")
 
@@ -65,31 +64,7 @@ def _flag_error(prog: str, message: str) -> UserError:
     return UserError(prog, message, fix)
 
 
-def _number(
-    kind: type[int] | type[float], low: float, high: float, example: str
-) -> Callable[[str], Any]:
-    """An argparse type: a finite int or float within [low, high]."""
-    noun = "whole number" if kind is int else "number"
-
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"{text!r} is not a {noun}. Fix: give a {noun}, e.g. {example}"
-            ) from None
-        if not math.isfinite(value) or not low <= value <= high:
-            raise argparse.ArgumentTypeError(
-                f"{text} is outside {kind(low)}..{kind(high)}. Fix: give a {noun} in that range, "
-                f"e.g. {example}"
-            )
-        return value
-
-    parse.__name__ = noun
-    return parse
-
-
-SEED = _number(int, 0, 2**32 - 1, "--seed 7 (seeds are 32-bit, as numpy.random.seed)")
+SEED = number(int, 0, 2**32 - 1, "--seed 7 (seeds are 32-bit, as numpy.random.seed)")
 
 
 def _load(  # type: ignore[no-untyped-def]

@@ -1,97 +1,57 @@
 """`testbed up`, `down`, `bench-openstack` and `openstack-box`: testbeds brought up and
-removed (local network namespaces, OpenStack servers, the OpenStack box itself)."""
+removed (through the providers' `up` and `down` hooks), the OpenStack box itself."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from testbed.cli.common import EXPERIMENTS_DIR, _number
+from testbed.cli.common import EXPERIMENTS_DIR
 from testbed.errors import UserError
 from testbed.providers.openstack.cli import cloud_flags, spec_from_args
+from testbed.providers.registry import Provider
 
 PHASES_OF_BOX = ("all", "install", "configure", "health", "status", "ready", "stop")
 
 
-def cmd_up_openstack(args: argparse.Namespace) -> int:
-    from testbed.providers.openstack.provider import up
-    from testbed.spec.loader import load_layout
+def _lifecycle(hook: str) -> tuple[list[Provider], list[Provider]]:
+    """The providers with the `up` or `down` hook, and those without."""
+    from testbed.providers import registry
 
-    spec, spec_file, cloud = spec_from_args(args)
-    result = up(load_layout(Path(args.layout)), spec, cloud, spec_file, dry_run=args.dry_run)
-    if args.dry_run:
-        for line in result.plan.describe():
-            print(line)
-        print(f"dry run: pre-flight passed on cloud {cloud}; nothing was created")
-        return 0
-    again = f" ({len(result.recreated)} failed servers recreated)" if result.recreated else ""
-    print(
-        f"{spec.testbed_id}: {len(result.plan.servers)} servers ACTIVE on {cloud} in "
-        f"{result.seconds:.1f} s{again}; inventory {result.inventory}; "
-        f"`testbed down --testbed openstack --cloud {cloud} --id {spec.testbed_id}` removes it"
+    has = [p for p in registry.providers() if getattr(p, hook) is not None]
+    return has, [p for p in registry.providers() if getattr(p, hook) is None]
+
+
+def _and(names: list[str]) -> str:
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+
+
+def _provider_for(hook: str, testbed: str) -> Provider:
+    """The provider `--testbed` names, if it has the hook; else a UserError naming those that do."""
+    has, lacks = _lifecycle(hook)
+    for provider in has:
+        if provider.name == testbed:
+            return provider
+    doing = "brought up" if hook == "up" else "taken down"
+    others = [p.name for p in lacks]
+    needs = f" (the {_and(others)} need{'s' if len(others) == 1 else ''} nothing)" if others else ""
+    raise UserError(
+        f"flag --testbed {testbed}",
+        f"only the {_and([p.name for p in has])} testbeds are {doing}{needs}",
+        "use " + " or ".join(f"--testbed {p.name}" for p in has),
     )
-    return 0
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from testbed.network.topology import build_topology
-    from testbed.providers.local.capabilities import probe
-    from testbed.providers.local.mesh import start_mesh
-    from testbed.providers.local.provider import up
-    from testbed.spec.loader import load_layout
-
-    if args.testbed == "openstack":
-        return cmd_up_openstack(args)
-    if args.testbed != "local":
-        raise UserError(
-            f"flag --testbed {args.testbed}",
-            "only the local and openstack testbeds are brought up (the twin needs nothing)",
-            "use --testbed local or --testbed openstack",
-        )
-    from testbed.spec.layout import refuse_too_big_for_local
-
-    layout = load_layout(Path(args.layout))  # a bad or too big layout: before the probe
-    refuse_too_big_for_local(layout, f"flag --layout {args.layout}")
-    caps = probe()
-    if not caps.local_testbed_ready:
-        raise UserError(
-            "testbed up",
-            f"this machine cannot host the local testbed ({caps})",
-            "run as root on Linux with network namespaces and cgroups",
-        )
-    topology = build_topology(layout)
-    routing = "none" if caps.mesh in ("babel", "batman-adv") and args.mesh else "static"
-    has_delay = caps.link_delay in ("netem", "nfqueue") and args.delay
-    delay = Path(args.layout) if has_delay else None
-    state, plan = up(topology, args.id, args.cpu_scale, routing, delay, caps.link_delay)
-    line = f"{len(plan.namespaces)} nodes up in {state.up_seconds:.2f} s"
-    if routing == "none":
-        _, seconds = start_mesh(plan, state, topology, caps.mesh)
-        line += f", {state.mesh} mesh converged in {seconds:.1f} s"
-    print(
-        f"{args.id}: {line}; CPU scale {state.cpu_scale:.3f}; "
-        f"link delay: {state.link_delay} (kernel offers {caps.link_delay}); "
-        f"`testbed down --id {args.id}` removes it"
-    )
-    return 0
+    up = _provider_for("up", args.testbed).up
+    assert up is not None
+    return up(args)
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    if args.testbed == "openstack":
-        from testbed.providers.openstack.provider import down as down_openstack
-
-        spec, _, cloud = spec_from_args(args)
-        removed_by_kind, left = down_openstack(spec.testbed_id, cloud)
-        gone = ", ".join(f"{n} {k}" for k, n in removed_by_kind.items() if n) or "nothing"
-        print(f"{spec.testbed_id} on {cloud}: removed {gone}; remaining: {sum(left.values())}")
-        return 0 if sum(left.values()) == 0 else 1
-    from testbed.providers.local.provider import down, leftovers
-
-    removed = down(args.id)
-    left = leftovers(args.id)
-    remaining = len(left["namespaces"]) + len(left.get("cgroups", [])) + int(left["state_file"])
-    print(f"{args.id}: removed {removed}; remaining: {remaining}")
-    return 0 if remaining == 0 else 1
+    down = _provider_for("down", args.testbed).down
+    assert down is not None
+    return down(args)
 
 
 def cmd_openstack_box(args: argparse.Namespace) -> int:
@@ -143,37 +103,16 @@ def cmd_bench_openstack(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`up`, `down`, `bench-openstack` and `openstack-box`."""
     up_ = sub.add_parser("up", help="bring a testbed up (local: network namespaces)")
-    up_.add_argument("--testbed", default="local")
+    _testbed_flag(up_, "up")
     up_.add_argument("--layout", default=str(EXPERIMENTS_DIR / "layouts" / "paper.yaml"))
     up_.add_argument("--id", default="los", help="testbed id (names its namespaces)")
-    up_.add_argument(
-        "--cpu-scale",
-        type=_number(float, 0.001, 1, "--cpu-scale 0.5"),
-        help="node quota = vCPUs x 1000 m x this",
-    )
-    up_.add_argument(
-        "--no-mesh",
-        dest="mesh",
-        action="store_false",
-        help="static routes instead of the mesh routing daemon",
-    )
-    up_.add_argument(
-        "--no-delay",
-        dest="delay",
-        action="store_false",
-        help="no link delays (the drift timeline is not applied)",
-    )
-    cloud_flags(up_)
-    up_.add_argument("--image", help="openstack: the image (overrides the spec's image)")
-    up_.add_argument(
-        "--dry-run", action="store_true", help="openstack: pre-flight and print the plan only"
-    )
+    _lifecycle_flags(up_, "up")
     up_.set_defaults(func=cmd_up)
 
     down_ = sub.add_parser("down", help="remove a testbed, also after a crash")
-    down_.add_argument("--testbed", default="local")
+    _testbed_flag(down_, "down")
     down_.add_argument("--id", default="los")
-    cloud_flags(down_)
+    _lifecycle_flags(down_, "down")
     down_.set_defaults(func=cmd_down)
 
     bench_os = sub.add_parser(
@@ -190,3 +129,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     osbox.add_argument("phase", nargs="?", default="all", choices=PHASES_OF_BOX)
     osbox.set_defaults(func=cmd_openstack_box)
+
+
+def _testbed_flag(parser: argparse.ArgumentParser, hook: str) -> None:
+    """--testbed: the providers with the hook, the first by default (an other name is refused
+    by the command, with a line naming those)."""
+    names = [p.name for p in _lifecycle(hook)[0]]
+    parser.add_argument("--testbed", default=names[0], help=f"{' or '.join(names)}")
+
+
+def _lifecycle_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """Each provider's own flags of `up` or `down` (e.g. local: --cpu-scale; openstack: --cloud)."""
+    for provider in _lifecycle(command)[0]:
+        if provider.lifecycle_arguments is not None:
+            provider.lifecycle_arguments(command, parser)

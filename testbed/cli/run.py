@@ -95,6 +95,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         args.profile,
         options,
         console,
+        fresh=args.fresh,
     )
     for line in paper.lines:
         print(line)
@@ -151,4 +152,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     experiment.add_argument("--profile", default="quick")
     experiment.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     experiment.add_argument("--results", default="results")
+    experiment.add_argument(
+        "--fresh", action="store_true", help="never resume unfinished runs (make FRESH=1)"
+    )
     experiment.set_defaults(func=cmd_experiment)

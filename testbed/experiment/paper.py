@@ -62,11 +62,12 @@ def run_paper_experiments(
     profile: str | None,
     testbed_options: Callable[[], dict[str, Any] | None],
     console: Console,
+    fresh: bool = False,
 ) -> PaperRun:
     """Both experiments of `experiments` on `testbed` (a registered provider),
     `testbed_options()` giving each run's provider options (None for a provider without
     any): a provider with options keeps its testbed for the next experiment, unless the
-    options `keep` it anyway."""
+    options `keep` it anyway. `fresh`: start new runs instead of resuming unfinished ones."""
     from testbed.experiment.runner import run_experiment
     from testbed.los.schedulers import scheduler_names
     from testbed.providers import registry
@@ -89,7 +90,12 @@ def run_paper_experiments(
             keep = options is not None and bool(options.get("keep"))
             kept = options if options is not None and not last and not keep else None
             summary = run_experiment(
-                experiment, testbed, results, console=console, testbed_options=options
+                experiment,
+                testbed,
+                results,
+                fresh=fresh,
+                console=console,
+                testbed_options=options,
             )
             report_run(summary.path, console)
             paper.lines.append(summary.line(experiment.spec.name, testbed))
@@ -99,7 +105,11 @@ def run_paper_experiments(
                 from testbed.experiment.runner import testbed_view
 
                 twin = run_experiment(
-                    testbed_view(experiment, testbed), "twin", results, console=console
+                    testbed_view(experiment, testbed),
+                    "twin",
+                    results,
+                    fresh=fresh,
+                    console=console,
                 )
                 report_run(twin.path, console)
                 paper.lines.append(twin.line(experiment.spec.name, "twin"))

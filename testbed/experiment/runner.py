@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from testbed.cells.cell import plan_cells
 from testbed.errors import UserError
@@ -30,6 +37,9 @@ from testbed.results.optimum_cells import (
 from testbed.results.schema import cell_summary, triggers_frame
 from testbed.results.store import Clock, RunStore, utc_now
 from testbed.spec.experiment import ResolvedExperiment
+
+LARGE_LAYOUT_NODES = 500
+"""From this many nodes a run says its size before it starts."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +187,19 @@ def _run(
     calibration, samples = experiment.calibration, spec.streams.samples_per_training
     if resumed:
         console.print(f"resuming {store.path}: {len(done)} of {len(cells)} cells already done")
+    if len(topology.nodes) >= LARGE_LAYOUT_NODES:
+        console.print(
+            f"a large run: {len(topology.nodes)} nodes, up to {max(spec.sweep.stream_counts)} "
+            f"streams, {len(cells)} cells of {spec.duration_s:g} simulated s each; the bar "
+            "estimates the time left once the first cells are done"
+        )
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[cell]}"),
     )
     with Progress(*columns, console=console, transient=True) as progress:

@@ -44,6 +44,15 @@ class Provider:
     """Removes a testbed kept for a next run (options["handover"]) after a failure."""
     interrupted: str | None = None
     """What an interrupted run on it left behind, and how to go on (Ctrl-C)."""
+    lifecycle_arguments: Callable[[str, argparse.ArgumentParser], None] | None = None
+    """Its own flags on `testbed up` or `testbed down` (the command's name first); the CLI
+    gives both --testbed and --id, and `up` --layout."""
+    up: Callable[[argparse.Namespace], int] | None = None
+    """`testbed up --testbed <name>`: brings a testbed up, prints one line; the exit code."""
+    down: Callable[[argparse.Namespace], int] | None = None
+    """`testbed down --testbed <name>`: removes it, also after a crash; 0 if nothing is left."""
+    interrupted_up: str | None = None
+    """What an interrupted `testbed up` left behind, if it differs from `interrupted`."""
 
 
 _PROVIDERS: dict[str, Provider] = {}

@@ -159,6 +159,11 @@ def check_log_text(path: Path, data: bytes, fix: str) -> None:
 
 
 # --- provenance and comparisons -------------------------------------------------------
+INSTALLERS = frozenset({"pip", "setuptools", "wheel", "uv"})
+"""Packages that install the others and compute nothing: an upgrade of pip does not
+change a result, so it does not stop a resume."""
+
+
 def provenance_differences(
     started: Mapping[str, Any], now: Mapping[str, Any], shown: int = 3
 ) -> list[str]:
@@ -178,7 +183,7 @@ def provenance_differences(
     changed = [
         f"{name} {version} (now {new_packages.get(name, 'not installed')})"
         for name, version in sorted(old_packages.items())
-        if new_packages.get(name) != version
+        if new_packages.get(name) != version and name not in INSTALLERS
     ]
     differences += changed[:shown]
     if len(changed) > shown:

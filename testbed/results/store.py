@@ -35,8 +35,8 @@ Clock = Callable[[], datetime]
 RECORD_KEY = b"los-testbed.cell-record"
 """Key of a cell's record in its parquet file's metadata."""
 FRESH_FIX = (
-    "restore manifest.json (from a backup), or rerun with --fresh to start a new run beside "
-    "it (this run's finished cells are then not reused)"
+    "restore manifest.json (from a backup), or rerun with --fresh (make experiment FRESH=1) "
+    "to start a new run beside it (this run's finished cells are then not reused)"
 )
 RERUN_CELL = "delete it and rerun the same command: that cell is run again"
 
@@ -93,7 +93,8 @@ class RunStore:
                         "this unfinished run was started with "
                         + "; ".join(differences)
                         + ": resuming would mix cells of two code versions",
-                        f"rerun with --fresh to start a new run, or check out {commit} "
+                        "rerun with --fresh (make experiment FRESH=1) to start a new run, "
+                        f"or check out {commit} "
                         "and install the package versions its manifest.json lists to resume "
                         "this one",
                     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from testbed.datasets import for_model
+from testbed.datasets import get as get_dataset
 from testbed.datasets import names as dataset_names
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
@@ -83,6 +85,7 @@ def check_references(
                 f"model '{slot.model}' has no calibration in '{calibration.name}'",
                 f"use one of {sorted(calibration.models)} or add it to the calibration file",
             )
+        _check_model_reads_data(slot.data, slot.model, f"{path}: field 'streams.per_node[{i}]'")
     if spec.streams.placement == "fill":
         capacity = len(spec.streams.nodes) * len(spec.streams.per_node)
         too_many = [c for c in spec.sweep.stream_counts if c > capacity]
@@ -197,4 +200,27 @@ def _check_link(link: tuple[str, str], layout: LayoutSpec, nodes: set[str], wher
             f"name a link of the layout, e.g. [{link[0]}, {neighbours[0]}]"
             if neighbours
             else "name two nodes that share a layer network",
+        )
+
+
+def _check_model_reads_data(data: str, model: str, where: str) -> None:
+    """A detector reads as many features as the dataset it is built for (its default
+    dataset): a stream of another width would fail in its prediction job at the first
+    sample on a real testbed and silently lose its rows, while the twin runs it."""
+    try:
+        native = for_model(model)
+    except KeyError:  # no dataset is built for this model: nothing to compare with
+        return
+    given = get_dataset(data)
+    if len(given.features) != len(native.features):
+        raise UserError(
+            where,
+            f"model '{model}' reads {len(native.features)} features ({native.name}: "
+            f"{', '.join(native.features)}), dataset '{data}' has {len(given.features)} "
+            f"({', '.join(given.features)})",
+            f"pair '{data}' with model '{given.default_model}', or '{model}' with data "
+            f"'{native.name}'"
+            if given.default_model != model
+            else f"give dataset '{data}' {len(native.features)} features to feed '{model}', "
+            f"or use data '{native.name}'",
         )

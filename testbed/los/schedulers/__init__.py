@@ -53,6 +53,7 @@ __all__ = [
     "register",
     "scheduler_names",
     "twin_only",
+    "unregister",
 ]
 
 RETRYABLE = frozenset(
@@ -78,6 +79,11 @@ def register(name: str, factory: Callable[[], Scheduler]) -> None:
     if name in SCHEDULERS or name in OFFLINE:
         raise ValueError(f"scheduler '{name}' is registered twice")
     SCHEDULERS[name] = factory
+
+
+def unregister(name: str) -> None:
+    """Forget the scheduler `name` (a test's own, after the test)."""
+    SCHEDULERS.pop(name, None)
 
 
 register(Los.name, Los)

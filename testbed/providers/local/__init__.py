@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from testbed.providers.base import Testbed
+from testbed.providers.local.lifecycle import cli_down, cli_up, lifecycle_flags
 from testbed.providers.local.plan import refuse_too_big
 from testbed.providers.registry import Provider, register
 from testbed.spec.experiment import ResolvedExperiment
@@ -39,5 +40,8 @@ PROVIDER = register(
         view=_view,
         check=refuse_too_big,
         can_host=_can_host,
+        lifecycle_arguments=lifecycle_flags,
+        up=cli_up,
+        down=cli_down,
     )
 )

@@ -9,7 +9,13 @@ from typing import Any
 from rich.console import Console
 
 from testbed.providers.base import Testbed
-from testbed.providers.openstack.cli import options_from_args, run_flags
+from testbed.providers.openstack.cli import (
+    cli_down,
+    cli_up,
+    lifecycle_flags,
+    options_from_args,
+    run_flags,
+)
 from testbed.providers.registry import Provider, register
 from testbed.spec.experiment import ResolvedExperiment
 
@@ -73,6 +79,13 @@ PROVIDER = register(
         interrupted=(
             "interrupted: the servers were deleted unless --keep (the teardown line "
             "above says what is left); rerun the same command to resume the run"
+        ),
+        lifecycle_arguments=lifecycle_flags,
+        up=cli_up,
+        down=cli_down,
+        interrupted_up=(
+            "interrupted: `testbed down --testbed openstack` (same --cloud and --id) "
+            "removes what was created, a rerun of `up` completes it"
         ),
     )
 )

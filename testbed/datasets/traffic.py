@@ -3,43 +3,12 @@ same schema; its streams feed the `lstm` detector by default."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from testbed.datasets.citypulse_dataset import citypulse_dataset
+from testbed.datasets.citypulse_schema import TRAFFIC_COLUMNS
 
-from testbed.datasets.base import Dataset
-from testbed.datasets.citypulse_schema import FEATURES, TRAFFIC_COLUMNS
-
-if TYPE_CHECKING:
-    import numpy as np
-    import pandas as pd
-
-
-def _locate() -> Path | None:
-    from testbed.datasets.citypulse_files import data_root
-
-    return data_root()
-
-
-def _load(path: Path) -> pd.DataFrame:
-    from testbed.datasets.citypulse import load_sensor_file
-
-    return load_sensor_file(path)[0]
-
-
-def _synthesize(samples: int, rng: np.random.Generator) -> pd.DataFrame:
-    from testbed.datasets.synthetic import SyntheticSpec, generate
-
-    return generate(SyntheticSpec(kind="traffic", samples=samples), rng)
-
-
-DATASET = Dataset(
-    name="traffic",
-    columns=TRAFFIC_COLUMNS,
-    features=FEATURES["traffic"],
-    default_model="lstm",
-    synthesize=_synthesize,
-    file_prefix="trafficData",
-    locate=_locate,
-    load=_load,
-    description="CityPulse Aarhus road traffic: travel time, speed, vehicle count; 5 min steps",
+DATASET = citypulse_dataset(
+    "traffic",
+    TRAFFIC_COLUMNS,
+    "lstm",
+    "CityPulse Aarhus road traffic: travel time, speed, vehicle count; 5 min steps",
 )

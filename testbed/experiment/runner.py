@@ -105,11 +105,52 @@ def build_manifest(experiment: ResolvedExperiment, bed: Testbed) -> dict[str, An
             for p in (experiment.spec_path, experiment.layout_path, experiment.calibration_path)
         },
         "capabilities": bed.capabilities(),
+        "data": data_used(experiment, bed.name),
         "git": git_state(REPO_ROOT),
         "packages": package_versions(),
         "host": host_facts(),
         "command": sys.argv,
     }
+
+
+def data_used(experiment: ResolvedExperiment, testbed: str) -> dict[str, Any]:
+    """Per dataset the streams use: the file its replayers play and its SHA-256, or that
+    its samples are synthetic; the twin reads no samples at all."""
+    provider = providers.find(testbed)
+    names = sorted({slot.data for slot in experiment.spec.streams.per_node})
+    if provider is None or not provider.deployed:
+        return {
+            name: {"source": "none: the twin simulates streams, it reads no samples"}
+            for name in names
+        }
+    from testbed.datasets import sources
+
+    found = sources()
+    return {
+        name: {"file": str(found[name]), "sha256": file_sha256(found[name])}
+        if name in found
+        else {"synthetic": f"testbed.datasets.synthetic ({name} schema)"}
+        for name in names
+    }
+
+
+def data_line(data: dict[str, Any]) -> str:
+    """One line saying which data a run's streams replay."""
+    parts = []
+    for name, used in data.items():
+        if "file" in used:
+            parts.append(f"{name} <- {used['file']} (sha256 {used['sha256'][:12]})")
+        elif "synthetic" in used:
+            parts.append(f"{name} <- SYNTHETIC data")
+        else:
+            parts.append(f"{name}: not read (twin)")
+    line = "data: " + ", ".join(parts)
+    if any("synthetic" in used for used in data.values()):
+        line += (
+            " (no CityPulse files found: set LOS_CITYPULSE_DIR to the sample's directory, "
+            "or put it at ../shared/data/citypulse beside the clone)"
+        )
+    return line
 
 
 def refuse_twin_only(experiment: ResolvedExperiment, testbed: str) -> None:
@@ -173,10 +214,11 @@ def _run(
         spec.name,
         bed.name,
         identity_of(experiment, bed.name),
-        build_manifest(experiment, bed),
+        manifest := build_manifest(experiment, bed),
         clock=clock,
         fresh=fresh,
     )
+    console.print(data_line(manifest["data"]))
     attach = getattr(bed, "attach", None)  # testbeds that keep files of their own there
     if attach is not None:
         attach(store.path)

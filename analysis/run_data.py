@@ -75,8 +75,9 @@ def load_run(path: Path | str | RunData) -> RunData:
 def unproven_optimum(run: RunData) -> list[OptimumCell]:
     """The optimum's cells the solver did not prove, with their dual bounds (from the
     events; a cell only its rows mark unproven gets the trivial bound, 0 % drops)."""
-    cells = {c.key: c for c in read_optimum_cells(run.path) if not c.proven}
-    proven = {c.key for c in read_optimum_cells(run.path) if c.proven}
+    solved = read_optimum_cells(run.path)
+    cells = {c.key: c for c in solved if not c.proven}
+    proven = {c.key for c in solved if c.proven}
     mine = run.triggers[run.triggers["scheduler"] == OPTIMUM] if not run.triggers.empty else None
     for key in figure_data.unproven_optimum_cells(run.triggers) - set(cells) - proven:
         assert mine is not None

@@ -13,11 +13,12 @@ Pure, and light (no solver import): the runner, the analysis and the benches sha
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from testbed.results import rundir
 
 OPTIMUM = "optimum"
 """The scheduler name of the offline optimum."""
@@ -80,18 +81,11 @@ def optimum_cells(events: Iterable[Mapping[str, Any]]) -> list[OptimumCell]:
 
 
 def read_optimum_cells(run_dir: Path | str) -> list[OptimumCell]:
-    """`optimum_cells` of a run directory's events.jsonl (lines cut short are skipped)."""
+    """`optimum_cells` of a run directory's events.jsonl (a torn last line is not read)."""
     path = Path(run_dir) / "events.jsonl"
     if not path.exists():
         return []
-    events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            event = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(event, dict):
-            events.append(event)
+    events, _, _ = rundir.parse_log(path.read_bytes())
     return optimum_cells(events)
 
 

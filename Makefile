@@ -25,7 +25,7 @@ FRESH ?=
 RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 
 .PHONY: install system-packages experiment test lint bench calibrate lock clean openstack-box \
-	bench-openstack
+	bench-openstack bench-fidelity
 
 # Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
 # routing daemon (babeld), NFQUEUE rules (iptables), ping for link checks, and sshd per
@@ -91,6 +91,11 @@ bench: $(STAMP)
 	$(BIN)/testbed bench
 	$(BIN)/testbed bench-workload
 	@if [ "$$(id -u)" = 0 ]; then $(BIN)/testbed bench-local; else echo "bench-local: needs root"; fi
+
+# Experiment B on the twin (paper-scale calibration, fitted to the paper's Fig. 5 only)
+# against the paper's Figs. 6-7, and how much of the error each reading switch explains.
+bench-fidelity: $(STAMP)
+	$(BIN)/testbed bench-fidelity --ablations
 
 # Measure training time against CPU limits here (root, cgroups; a few minutes) with a warm
 # worker per node, as the agents run jobs, and write the calibration the specs use.

@@ -3,16 +3,18 @@ figure by figure, from their run directories only."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from analysis import figure_data
+from analysis import agreement, figure_data
 from analysis.figures import save
 from analysis.run_data import RunData, load_run, proven_only, unproven_optimum
-from testbed.results.atomic import atomic_write_text
+from testbed.results.atomic import atomic_write, atomic_write_text
 from testbed.results.optimum_cells import OPTIMUM, OptimumCell, mean_drop_bound
 
 
@@ -83,8 +85,96 @@ def _mean_drop(
     return text or "–"
 
 
+def _value(row: dict[str, Any], side: str) -> str:
+    """One run's value of an agreement metric, as the table shows it."""
+    value, n = row[f"value_{side}"], row[f"n_{side}"]
+    if row["metric"] == agreement.DROP_RATE:
+        sd = row[f"sd_{side}"]
+        spread = f"sd {sd:.1f}, " if pd.notna(sd) else ""
+        return f"{value:.1f} % ({spread}{n} rep.)"
+    if row["metric"] == agreement.HOP_TVD:
+        return f"mean {value:.2f} hops ({n} jobs)" if n else "no executed job"
+    return f"{value:.0f} m" if row["metric"] == agreement.CPU_LIMIT else f"{value:.1f} s"
+
+
+def _band(row: dict[str, Any]) -> str:
+    """The band used and where it comes from: stated, or the runs' own noise."""
+    unit = agreement.UNITS[row["metric"]]
+    band = f"{row['band']:.2f}" if row["metric"] == agreement.HOP_TVD else f"{row['band']:.3g}"
+    used = f"{band} {unit}".strip()
+    if row["metric"] != agreement.DROP_RATE:
+        return f"{used} = stated (no repetition spread)"
+    if pd.isna(row["noise"]):
+        return f"{used} = stated (noise unknown, 1 repetition)"
+    if row["band_source"] == "noise":
+        return f"{used} = noise (stated {row['stated_band']:g})"
+    return f"{used} = stated (noise {row['noise']:.1f})"
+
+
+def _agreement_lines(frame: pd.DataFrame, verdict: str, a: RunData, b: RunData) -> list[str]:
+    """The '## Agreement' section: the verdict, then one table row per metric."""
+    if a.kind == "resource-optimization":
+        how = f"mean CPU limit and t_job per iteration, (b - a) / a in % ({_label(a)} is a)"
+    else:
+        how = (
+            f"drop rate a - b in points ({_label(a)} is a); hop TVD: the total-variation "
+            "distance of the executed LOS jobs' hop depths"
+        )
+    lines = [
+        "## Agreement",
+        "",
+        verdict,
+        "",
+        f"Difference: {how}. A band is never tighter than the runs' own spread over "
+        "repetitions (docs/twin.md, Agreement).",
+        "",
+        f"| metric | cell | value a ({_label(a)}) | value b ({_label(b)}) | difference | "
+        "band (stated / noise) | within |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in frame.to_dict("records"):
+        difference = row["difference"]
+        if pd.isna(difference):
+            shown = "undefined"
+        elif row["metric"] == agreement.HOP_TVD:
+            shown = f"{difference:.2f}"
+        else:
+            shown = f"{difference:+.1f} {agreement.UNITS[row['metric']]}"
+        lines.append(
+            f"| {row['metric']} | {row['cell']} | {_value(row, 'a')} | {_value(row, 'b')} | "
+            f"{shown} | {_band(row)} | {'yes' if row['within'] else '**no**'} |"
+        )
+    return [*lines, ""]
+
+
+def _write_metrics(frame: pd.DataFrame, a: RunData, b: RunData) -> list[Path]:
+    """`tables/agreement-<b's testbed>.csv` and `.parquet` in `a`, each written whole."""
+    base = a.path / "tables" / f"agreement-{_label(b)}"
+    csv, parquet = base.with_suffix(".csv"), base.with_suffix(".parquet")
+    atomic_write(parquet, lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(csv, lambda tmp: frame.to_csv(tmp, index=False))
+    return [csv, parquet]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What `compare` wrote and found."""
+
+    path: Path
+    verdict: str
+    metrics: pd.DataFrame
+    tables: list[Path]
+
+
 def compare_runs(first: Path | str | RunData, second: Path | str | RunData) -> Path:
-    """Write `comparison-<second testbed>.md` (and figures) into the first run."""
+    """Write `comparison-<second testbed>.md` (and figures, and the agreement tables)
+    into the first run; the markdown's path."""
+    return compare(first, second).path
+
+
+def compare(first: Path | str | RunData, second: Path | str | RunData) -> Comparison:
+    """Write `comparison-<second testbed>.md`, its figures and `tables/agreement-<second
+    testbed>.csv/.parquet` into the first run."""
     a, b = load_run(first), load_run(second)
     # an optimum the solver did not prove has no drop rate: left out, its bound shown
     open_a, open_b = unproven_optimum(a), unproven_optimum(b)
@@ -97,6 +187,8 @@ def compare_runs(first: Path | str | RunData, second: Path | str | RunData) -> P
         f"* {_label(b)}: {b.path.name}, seed {b.manifest.get('seed')}",
         "",
     ]
+    metrics, verdict = agreement.measure(a, b)
+    lines += _agreement_lines(metrics, verdict, a, b)
     if a.kind == "resource-optimization":
         figures = _fig5_both(a, b, out)
         rows = []
@@ -158,6 +250,7 @@ def compare_runs(first: Path | str | RunData, second: Path | str | RunData) -> P
             theirs = f"{other['share'].iloc[0]:.0%}" if not other.empty else "0%"
             lines.append(f"| {row.stream_count} | {row.hops} | {row.share:.0%} | {theirs} |")
     lines += ["", *[f"![{p.stem}](figures/{p.name})" for p in figures if p.suffix == ".png"]]
+    tables = _write_metrics(metrics, a, b)
     path = a.path / f"comparison-{_label(b)}.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+    return Comparison(path, verdict, metrics, tables)

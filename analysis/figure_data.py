@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -61,6 +62,29 @@ def hop_shares(triggers: pd.DataFrame) -> pd.DataFrame:
     totals = counts.groupby(level=["scheduler", "stream_count"]).transform("sum")
     shares = (counts / totals).rename("share").reset_index()
     return shares
+
+
+def paper_drop_points(
+    reference: Mapping[str, Any], counts: Iterable[int]
+) -> list[tuple[int, float]]:
+    """Fig. 7's reference: (stream count, drop rate %) of the paper's published drop rates
+    (`reference.drop_rate_pct`) at the given stream counts only, ascending."""
+    published = {int(k): float(v) for k, v in (reference.get("drop_rate_pct") or {}).items()}
+    return [(c, published[c]) for c in sorted({int(c) for c in counts}) if c in published]
+
+
+def paper_hop_points(
+    reference: Mapping[str, Any], counts: Iterable[int]
+) -> list[tuple[int, int, float]]:
+    """Fig. 6's reference: (stream count, hops, share %) of the paper's published hop
+    shares (`reference.hop_share_pct`) at the given stream counts only, ascending."""
+    published = reference.get("hop_share_pct") or {}
+    by_count = {int(k): {int(h): float(v) for h, v in d.items()} for k, d in published.items()}
+    return [
+        (c, h, share)
+        for c in sorted({int(c) for c in counts})
+        for h, share in sorted(by_count.get(c, {}).items())
+    ]
 
 
 def layer_shares(triggers: pd.DataFrame) -> pd.DataFrame:

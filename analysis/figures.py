@@ -130,6 +130,12 @@ def fig5(run: RunData, out: Path) -> list[Path]:
 
 
 def fig6(run: RunData, out: Path) -> list[Path]:
+    return save(fig6_figure(run), out, "fig6_hop_depth") + fig6b(run, out)
+
+
+def fig6_figure(run: RunData) -> Figure:
+    """Stacked hop-depth shares per stream count, a panel per scheduler; on LOS's panel the
+    paper's published shares at the stream counts that ran (`_paper_hops`)."""
     shares = figure_data.hop_shares(run.triggers)
     schedulers = list(dict.fromkeys(shares["scheduler"])) or ["(none executed)"]
     columns = min(len(schedulers), PANELS_PER_ROW)
@@ -138,7 +144,7 @@ def fig6(run: RunData, out: Path) -> list[Path]:
         rows, columns, figsize=(4.2 * columns, 3.6 * rows), squeeze=False, sharey=True
     )
     palette = sns.color_palette("viridis", len(figure_data.HOP_LEVELS))
-    counts = sorted(run.triggers["stream_count"].unique())
+    counts = _counts_that_ran(run.triggers)
     flat = list(axes.flat)
     for ax in flat[len(schedulers) :]:
         ax.set_visible(False)
@@ -154,17 +160,60 @@ def fig6(run: RunData, out: Path) -> list[Path]:
             values = table[hops] * 100
             ax.bar(positions, values, bottom=bottom, color=color, label=f"{hops} hops")
             bottom += values
+        if name == "los":
+            _paper_hops(
+                ax,
+                table * 100,
+                run.reference,
+                dict(zip(figure_data.HOP_LEVELS, palette, strict=True)),
+            )
         ax.set_xticks(list(positions), [str(c) for c in table.index])
         ax.set_xlabel("streams")
         ax.set_title(name, fontsize=9)
     for row in axes:
         row[0].set_ylabel("share of executed jobs (%)")
+    handles: dict[str, Any] = {}
+    for ax in flat[: len(schedulers)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
     flat[len(schedulers) - 1].legend(
-        fontsize=7, title="hop depth", title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+        list(handles.values()),
+        list(handles),
+        fontsize=7,
+        title="hop depth",
+        title_fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.0, 1.0),
     )
     fig.suptitle(f"Fig. 6: executed jobs by hop depth\n{_subtitle(run)}", fontsize=9)
     fig.tight_layout()
-    return save(fig, out, "fig6_hop_depth") + fig6b(run, out)
+    return fig
+
+
+def _counts_that_ran(triggers: pd.DataFrame) -> list[int]:
+    return sorted(int(c) for c in triggers["stream_count"].unique())
+
+
+def _paper_hops(
+    ax: Any, table_pct: pd.DataFrame, reference: dict[str, Any], colors: dict[int, Any]
+) -> None:
+    """The paper's hop shares (LOS) beside the bars of the stream counts that ran: a stem
+    in the hop's colour from the bottom of this run's segment for that hop, as tall as the
+    paper's share, ending in the paper marker (legend "paper"); a marker above this run's
+    segment means the paper had that share there. A stem may rise above 100 % when this
+    run put more jobs at fewer hops."""
+    counts = [int(c) for c in table_pct.index]
+    xs, ys = [], []
+    beside: dict[int, int] = {}  # stems drawn beside each bar so far, side by side
+    for count, hops, share in figure_data.paper_hop_points(reference, counts):
+        x = counts.index(count) + 0.46 + 0.1 * beside.get(count, 0)
+        beside[count] = beside.get(count, 0) + 1
+        below = float(table_pct.loc[count, [h for h in table_pct.columns if h < hops]].sum())
+        ax.vlines(x, below, below + share, colors=[colors.get(hops, "0.2")], linewidth=2.5)
+        xs.append(x)
+        ys.append(below + share)
+    if xs:
+        ax.plot(xs, ys, label="paper", **PAPER_STYLE)
 
 
 def _palette(names: list[str]) -> dict[str, Any]:
@@ -192,6 +241,7 @@ def fig6b(run: RunData, out: Path) -> list[Path]:
             ax=ax,
         )
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_xticks(_counts_that_ran(run.triggers))
     ax.set_xlabel("streams")
     ax.set_ylabel("mean hops of executed jobs")
     ax.set_title(f"Fig. 6b: hop depth (mean ± sd over repetitions)\n{_subtitle(run)}", fontsize=9)
@@ -245,6 +295,8 @@ def fig8(run: RunData, out: Path) -> list[Path]:
         errorbar="sd",
         err_style="bars",
     )
+    for ax in axes:
+        ax.set_xticks(_counts_that_ran(run.triggers))
     axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle(f"Fig. 8: network cost of training placements\n{_subtitle(run)}", fontsize=9)
     fig.tight_layout()
@@ -252,9 +304,14 @@ def fig8(run: RunData, out: Path) -> list[Path]:
 
 
 def fig7(run: RunData, out: Path, unproven: Sequence[OptimumCell] = ()) -> list[Path]:
+    return save(fig7_figure(run, unproven), out, "fig7_drop_rate")
+
+
+def fig7_figure(run: RunData, unproven: Sequence[OptimumCell] = ()) -> Figure:
     """Drop rate per stream count. `run` must hold no optimum rows of `unproven` cells
     (`proven_only`): those have no drop rate, and are drawn as their dual bound, a lower
-    bound on the drop rate ("^": at least this)."""
+    bound on the drop rate ("^": at least this). The x axis has a tick per stream count
+    that ran, and the paper's drop rates (LOS) are drawn at those only."""
     cells = figure_data.drop_rates(run.triggers).assign(drop_pct=lambda f: f["drop_rate"] * 100)
     fig, ax = plt.subplots(figsize=(6, 3.6))
     names = list(dict.fromkeys(cells["scheduler"]))
@@ -292,17 +349,18 @@ def fig7(run: RunData, out: Path, unproven: Sequence[OptimumCell] = ()) -> list[
             color=palette[OPTIMUM],
             label=f"optimum not proven ({len(unproven)} cells): drops >= dual bound",
         )
-    reference: dict[Any, float] = run.reference.get("drop_rate_pct", {})
-    if reference:
-        xs = [int(k) for k in reference]
-        ax.plot(xs, list(reference.values()), label="paper (LOS)", **PAPER_STYLE)
+    counts = _counts_that_ran(run.triggers)
+    paper = figure_data.paper_drop_points(run.reference, counts)
+    if paper:
+        xs, ys = zip(*paper, strict=True)
+        ax.plot(xs, ys, label="paper (LOS)", **PAPER_STYLE)
     ax.set_xlabel("streams")
     ax.set_ylabel("dropped training jobs (%)")
     ax.set_ylim(-3, 103)
-    ax.set_xticks(sorted(cells["stream_count"].unique()))
+    ax.set_xticks(counts)
     ax.set_title(f"Fig. 7: drop rate (mean ± sd over repetitions)\n{_subtitle(run)}", fontsize=9)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return save(fig, out, "fig7_drop_rate")
+    return fig
 
 
 def draw_all(run: RunData, out: Path | None = None) -> list[Path]:

@@ -305,6 +305,42 @@ def test_an_experiment_runs_on_the_local_testbed(tmp_path: Path, citypulse: Path
         if (group["outcome"] == "executed").sum() >= 2:
             assert any((t.get("model_version") or 0) >= 1 for t in triggers), triggers
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
+    _the_twin_replays_it_with_what_it_measured(experiment, run_dir, rows, tmp_path)
+
+
+def _the_twin_replays_it_with_what_it_measured(
+    experiment: Any, run_dir: Path, rows: Any, tmp_path: Path
+) -> None:
+    """The calibration derived from this run's own files brings the twin close on this
+    cell: mean send + start + training + stop time per model within 35 %, and before the
+    timeplan's first event (fog-1 leaves at 300 s) the drop rate within 5 points plus two
+    of those triggers. After it the two differ: babel takes real seconds (hundreds of
+    emulated ones) to route around the node that left, which the twin does not model yet
+    (docs/twin.md)."""
+    import pandas as pd
+    import yaml
+
+    from testbed.experiment.run_calibration import with_run_calibration, write_derived
+    from testbed.experiment.runner import run_experiment, testbed_view
+
+    path = write_derived(run_dir)
+    derived = yaml.safe_load(path.read_text())
+    assert derived["gossip_interval_s"] == pytest.approx(1.0 / 0.02)
+    assert derived["source"].startswith(f"derived from run {run_dir.name} on local")
+    replay = with_run_calibration(testbed_view(experiment, "local"), path)
+    twin = run_experiment(replay, "twin", tmp_path / "twin")
+    theirs = pd.read_parquet(twin.path / "tables" / "triggers.parquet")
+    assert len(theirs) == pytest.approx(len(rows), abs=3)  # the same arrivals
+    mine_done = rows[rows["outcome"] == "executed"].groupby("model")["t_complete"].mean()
+    theirs_done = theirs[theirs["outcome"] == "executed"].groupby("model")["t_complete"].mean()
+    for model, seconds in mine_done.items():
+        assert theirs_done.get(model, 0.0) == pytest.approx(seconds, rel=0.35), model
+    mine, theirs = rows[rows["time_s"] < 300], theirs[theirs["time_s"] < 300]
+    assert len(mine) >= 2 and len(theirs) >= 2
+    band = 5.0 + 100.0 * 2 / len(mine)
+    mine_rate = 100.0 * (mine["outcome"] == "dropped").mean()
+    theirs_rate = 100.0 * (theirs["outcome"] == "dropped").mean()
+    assert abs(mine_rate - theirs_rate) <= band, (mine_rate, theirs_rate)
 
 
 @pytest.mark.parametrize("deploy", ["direct", "ansible"])
@@ -329,10 +365,13 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
     timeplan = [
         {"at_s": 300, "action": "agent-stop", "node": "fog-1"},  # where jobs run
         {"at_s": 300, "action": "agent-stop", "node": "edge-1"},  # a stream source
-        {"at_s": 600, "action": "agent-start", "layer": "fog"},
-        {"at_s": 600, "action": "agent-start", "node": "edge-1"},
-        {"at_s": 750, "action": "agent-stop", "node": "fog-2"},  # fog-1 alone runs jobs now
+        {"at_s": 900, "action": "agent-start", "layer": "fog"},
+        {"at_s": 900, "action": "agent-start", "node": "edge-1"},
+        {"at_s": 1500, "action": "agent-stop", "node": "fog-2"},  # fog-1 alone runs jobs now
     ]
+    # The windows are long against the streams' periods (180-300 s): a sender keeps
+    # sending to a stopped agent until it forgets it (250 s here), so a shorter window
+    # may hold no trigger that reaches a live node (seen on a loaded CI host).
     spec.update(
         layout=str(tmp_path / "small.yaml"),
         calibration=str(repo / "calibration" / "calibrated.yaml"),
@@ -342,7 +381,7 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
         streams={**spec["streams"], "nodes": ["edge-1", "edge-2"]},
         local={
             "time_scale": 0.02,
-            "duration_s": 1500,
+            "duration_s": 2400,
             "sweep": {"stream_counts": [4], "repetitions": 1},
             "deploy": deploy,
         },
@@ -364,9 +403,9 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
     assert applied == [
         ("timeplan-agent-stop", 300, ["fog-1"]),
         ("timeplan-agent-stop", 300, ["edge-1"]),
-        ("timeplan-agent-start", 600, ["fog-1", "fog-2"]),  # fog-2 runs: nothing to do
-        ("timeplan-agent-start", 600, ["edge-1"]),
-        ("timeplan-agent-stop", 750, ["fog-2"]),
+        ("timeplan-agent-start", 900, ["fog-1", "fog-2"]),  # fog-2 runs: nothing to do
+        ("timeplan-agent-start", 900, ["edge-1"]),
+        ("timeplan-agent-stop", 1500, ["fog-2"]),
     ]
     assert all(w["applied_at"] > 0 for w in cell["world_events"] if "sim_time" in w)
 
@@ -376,21 +415,21 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
     assert reasons.get("agent-down", 0) >= 2, reasons
     executed = rows[rows["outcome"] == "executed"]
     # the source's triggers while its agent is down are agent-down, not lost
-    down = rows[(rows["source_node"] == "edge-1") & rows["time_s"].between(310, 590)]
+    down = rows[(rows["source_node"] == "edge-1") & rows["time_s"].between(310, 890)]
     assert len(down) >= 1 and (down["drop_reason"] == "agent-down").all(), down
     # the others keep scheduling while fog-1 is down: jobs run on fog-2 meanwhile, and on
     # either fog node once fog-1 is back (before fog-2 stops)
-    assert set(executed[executed["time_s"].between(300, 600)]["executing_node"]) <= {"fog-2"}
-    assert len(executed[executed["time_s"].between(300, 750)]) >= 1, reasons
+    assert set(executed[executed["time_s"].between(300, 900)]["executing_node"]) <= {"fog-2"}
+    assert len(executed[executed["time_s"].between(300, 1500)]) >= 1, reasons
     # the restarted agents work again: edge-1 schedules, fog-1 executes
-    assert (executed["source_node"] == "edge-1").loc[executed["time_s"] > 600].any()
-    assert (executed["executing_node"] == "fog-1").loc[executed["time_s"] > 750].any()
+    assert (executed["source_node"] == "edge-1").loc[executed["time_s"] > 900].any()
+    assert (executed["executing_node"] == "fog-1").loc[executed["time_s"] > 1500].any()
     # a job sent to a stopped agent is refused there and dropped as agent-down by the
     # sender, until the sender forgets the silent node (5 gossip intervals, 250 s here)
     forwarded = rows[(rows["drop_reason"] == "agent-down") & (rows["hops"] > 0)]
     assert len(forwarded) >= 1, reasons
     for row in forwarded.itertuples():
-        stopped = 300 if row.path.endswith(">fog-1") else 750
+        stopped = 300 if row.path.endswith(">fog-1") else 1500
         assert row.path.endswith((">fog-1", ">fog-2")) and stopped <= row.time_s < stopped + 400
     assert leftovers(f"run-{os.getpid()}")["namespaces"] == []
     assert _processes_with(f"run-{os.getpid()}/agents/") == []  # restarted ones too

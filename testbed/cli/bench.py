@@ -1,6 +1,6 @@
-"""`testbed bench`, `bench-schedulers`, `scale`, `bench-workload`, `bench-local` and
-`calibrate`: benchmarks of the twin, the schedulers, the workload and the local testbed,
-and the training-time calibration."""
+"""`testbed bench`, `bench-schedulers`, `bench-fidelity`, `scale`, `bench-workload`,
+`bench-local` and `calibrate`: benchmarks of the twin, the schedulers, the twin against the
+paper, the workload and the local testbed, and the training-time calibration."""
 
 from __future__ import annotations
 
@@ -26,6 +26,34 @@ def cmd_bench_schedulers(args: argparse.Namespace) -> int:
     calibration = Path(args.calibration) if args.calibration else None
     return run_scheduler_bench(
         Path(args.experiments), args.profile, names, not args.no_scale, keep, calibration
+    )
+
+
+def cmd_bench_fidelity(args: argparse.Namespace) -> int:
+    from testbed.bench.fidelity import run_fidelity
+
+    try:
+        counts = [int(n) for n in args.stream_counts.split(",")]
+    except ValueError:
+        raise UserError(
+            "flag --stream-counts",
+            f"not a list of integers: {args.stream_counts!r}",
+            "e.g. --stream-counts 2,4,6,8,10",
+        ) from None
+    if len(set(counts)) != len(counts) or not all(1 <= c <= 10 for c in counts):
+        raise UserError(
+            "flag --stream-counts",
+            f"{args.stream_counts!r} repeats a count or leaves 1..10 (two streams per edge "
+            "node, five edge nodes)",
+            "give distinct counts from 1 to 10, e.g. --stream-counts 2,4,6,8,10",
+        )
+    return run_fidelity(
+        Path(args.experiments),
+        counts,
+        args.repetitions,
+        args.duration_s,
+        args.ablations,
+        Path(args.results) if args.results else None,
     )
 
 
@@ -126,7 +154,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`bench`, `bench-schedulers`, `scale`, `bench-workload` and `bench-local`."""
+    """`bench`, `bench-schedulers`, `bench-fidelity`, `scale`, `bench-workload` and
+    `bench-local`."""
     bench = sub.add_parser("bench", help="full paper protocol on the twin: speed and memory")
     bench.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     bench.add_argument("--results", help="keep the run directories here (default: a temp dir)")
@@ -143,6 +172,32 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     bench_s.add_argument("--calibration", help="use this calibration file instead of the spec's")
     bench_s.add_argument("--results", help="keep the run directories here (default: temp)")
     bench_s.set_defaults(func=cmd_bench_schedulers)
+
+    fidelity = sub.add_parser(
+        "bench-fidelity",
+        help="experiment B on the twin (paper-scale calibration) against the paper's "
+        "Figs. 6-7, optionally per reading of the method (--ablations)",
+    )
+    fidelity.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
+    fidelity.add_argument(
+        "--stream-counts", default="2,4,6,8,10", help="comma-separated (default: 2,4,6,8,10)"
+    )
+    fidelity.add_argument("--repetitions", type=number(int, 1, 100, "--repetitions 3"), default=3)
+    fidelity.add_argument(
+        "--duration-s",
+        type=number(float, 60, 30 * 86400, "--duration-s 14400"),
+        help="simulated seconds per cell (default: the spec's, 14400)",
+    )
+    fidelity.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also run each reading switch (los.skip_tried, los.limit_per_node, drift "
+        "phase_spread) and say how much of the error each explains",
+    )
+    fidelity.add_argument(
+        "--results", help="keep the run directories and bench-fidelity.md here (default: temp)"
+    )
+    fidelity.set_defaults(func=cmd_bench_fidelity)
 
     scale = sub.add_parser(
         "scale", help="a generated-layout spec over several sizes: drop rate, hops vs size"

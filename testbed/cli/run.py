@@ -24,7 +24,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
-    experiment = _load(Path(args.spec), args.profile, args.seed, args.calibration, args.scheduler)
+    calibration, measured_on = _calibration_flag(args)
+    experiment = _load(Path(args.spec), args.profile, args.seed, calibration, args.scheduler)
+    if measured_on is not None:  # replay the measured run's sweep and duration
+        from testbed.experiment.runner import testbed_view
+
+        experiment = testbed_view(experiment, measured_on)
+        console.print(
+            f"calibration: {calibration} (measured by the {measured_on} run; gossip every "
+            f"{experiment.spec.gossip.interval_s:.3g} emulated s)"
+        )
     summary = run_experiment(
         experiment,
         args.testbed,
@@ -37,6 +46,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_run(summary.path, console)
     print(summary.line(experiment.spec.name, args.testbed))
     return 0
+
+
+def _calibration_flag(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The calibration file `--calibration` or `--calibration-from` names, and with the
+    latter the testbed whose run measured it."""
+    if args.calibration_from is None:
+        return args.calibration, None
+    if args.calibration is not None:
+        raise UserError(
+            "flag --calibration-from",
+            "is given together with --calibration",
+            "give one of them: a calibration file, or a run that measured one",
+        )
+    from testbed.experiment.run_calibration import derived_for
+    from testbed.results.rundir import read_manifest
+
+    run_dir = Path(args.calibration_from)
+    path = derived_for(run_dir)
+    manifest = read_manifest(run_dir, ("testbed",), "give a finished local or OpenStack run")
+    return str(path), str(manifest["testbed"])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -61,9 +90,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             "compare two runs of the same experiment spec, e.g. one on the local testbed "
             "and one on the twin",
         )
-    from analysis.compare import compare_runs
+    from analysis.compare import compare
 
-    print(compare_runs(first, second))
+    comparison = compare(first, second)
+    print(comparison.path)
+    print(comparison.verdict)
     return 0
 
 
@@ -119,6 +150,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--profile", help="a profile of the spec, e.g. quick")
     run.add_argument("--seed", type=SEED, help="override the spec's seed")
     run.add_argument("--calibration", help="use this calibration file instead of the spec's")
+    run.add_argument(
+        "--calibration-from",
+        metavar="RUN_DIR",
+        help="use what a finished local or OpenStack run measured (its calibration-derived"
+        ".yaml, derived if missing) and replay that run's sweep and duration",
+    )
     run.add_argument(
         "--scheduler", help="comma-separated schedulers instead of the spec's, e.g. los,random"
     )

@@ -306,6 +306,8 @@ class DeployedTestbed:
                 while queue and queue[0][0] <= now:
                     at, _, event = heapq.heappop(queue)
                     run.world.append(self._apply(run.timeline, event, at, faults, now))
+                    # the next due event begins only now (an agent start takes seconds)
+                    now = (time.monotonic() - started) / scale
                 if spec.iterations is not None:  # only streams still running are read
                     for stream in filter(to_stop, streams):
                         if run.executed(stream) >= spec.iterations:

@@ -101,11 +101,14 @@ def run_paper_experiments(
             paper.lines.append(summary.line(experiment.spec.name, testbed))
             paper.reports.append(summary.path)
             if provider is not None and provider.deployed:  # the twin on the same spec
-                from analysis.compare import compare_runs
+                from analysis.compare import compare
+                from testbed.experiment.run_calibration import derived_for, with_run_calibration
                 from testbed.experiment.runner import testbed_view
 
+                derived = derived_for(summary.path)  # what this run measured, for the twin
+                console.print(f"run-derived calibration: {derived}")
                 twin = run_experiment(
-                    testbed_view(experiment, testbed),
+                    with_run_calibration(testbed_view(experiment, testbed), derived),
                     "twin",
                     results,
                     fresh=fresh,
@@ -113,7 +116,9 @@ def run_paper_experiments(
                 )
                 report_run(twin.path, console)
                 paper.lines.append(twin.line(experiment.spec.name, "twin"))
-                console.print(f"comparison: {compare_runs(summary.path, twin.path)}")
+                compared = compare(summary.path, twin.path)
+                console.print(f"comparison: {compared.path}")
+                paper.lines.append(f"{experiment.spec.name}, {testbed} vs twin: {compared.verdict}")
     except BaseException:
         if kept is not None and provider is not None and provider.teardown is not None:
             provider.teardown(kept, console)  # the last experiment, which removes it, never ran

@@ -81,7 +81,8 @@ class RunSummary:
 def identity_of(experiment: ResolvedExperiment, testbed: str) -> dict[str, Any]:
     """What determines a run's results: a rerun with the same identity may resume it."""
     return {
-        "spec": experiment.spec.model_dump(mode="json", exclude={"profiles"}),
+        # the agreement bands judge results, they do not make them
+        "spec": experiment.spec.model_dump(mode="json", exclude={"profiles", "agreement"}),
         "layout": experiment.layout.model_dump(mode="json"),
         "calibration": experiment.calibration.model_dump(mode="json"),
         "testbed": testbed,

@@ -76,6 +76,17 @@ class ModelCost(_Strict):
     )
 
 
+class Handover(_Strict):
+    """What handing a job's samples to its executing node costs beyond the modelled link
+    latency and size / bandwidth: on a deployed testbed an HTTP request through the mesh and
+    a file write, measured per run (`calibration-derived.yaml`)."""
+
+    fixed_s: Seconds = Field(default=0.0, description="emulated seconds per hand-over")
+    per_hop_s: Seconds = Field(
+        default=0.0, description="emulated seconds added per hop between source and target"
+    )
+
+
 class Calibration(_Strict):
     name: str
     source: str = Field(description="where these numbers come from")
@@ -88,6 +99,24 @@ class Calibration(_Strict):
     )
     training: dict[str, Any] = Field(
         default_factory=dict, description="the training settings that were measured"
+    )
+    handover_s: Handover | None = Field(
+        default=None,
+        description="fixed cost of a hand-over, measured on a deployed testbed; none: the "
+        "twin models latency and size / bandwidth only",
+    )
+    gossip_interval_s: (
+        Annotated[
+            float,
+            Field(gt=0),
+            limit(0.01, 3600, why="nodes gossip between every 10 ms and every hour", unit=" s"),
+        ]
+        | None
+    ) = Field(
+        default=None,
+        description="emulated seconds between an agent's broadcasts on the testbed this was "
+        "measured on (its real gossip interval / its time scale); the twin then uses it "
+        "instead of the spec's gossip.interval_s",
     )
     measurements: list[dict[str, Any]] = Field(
         default_factory=list, description="the measured points the costs were fitted to"

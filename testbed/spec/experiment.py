@@ -360,6 +360,49 @@ class Reference(_Strict):
     notes: str = ""
 
 
+class Agreement(_Strict):
+    """Target bands of `testbed compare` (analysis/agreement.py): how far two runs of this
+    spec (e.g. the local testbed and the twin) may differ and still agree. A band is never
+    tighter than the runs' own spread over repetitions, whatever is stated here."""
+
+    drop_rate_points: Annotated[
+        float,
+        Field(gt=0),
+        limit(high=100, why="a drop rate is a share of triggers, 0 to 100 points", unit=" points"),
+    ] = Field(
+        default=5.0,
+        description="largest difference of two drop rates (Fig. 7), in percentage points, "
+        "per scheduler and stream count",
+    )
+    hop_tvd: Annotated[
+        float,
+        Field(gt=0),
+        limit(high=1, why="a total-variation distance lies between 0 and 1"),
+    ] = Field(
+        default=0.15,
+        description="largest total-variation distance of the hop-depth distributions of "
+        "executed LOS jobs (Fig. 6), per stream count",
+    )
+    limit_pct: Annotated[
+        float,
+        Field(gt=0),
+        limit(high=1000, why="a run 10x off the other agrees on nothing", unit=" %"),
+    ] = Field(
+        default=15.0,
+        description="largest relative difference of the mean CPU limit (Fig. 5a) per "
+        "training iteration, in % of the first run's",
+    )
+    t_job_pct: Annotated[
+        float,
+        Field(gt=0),
+        limit(high=1000, why="a run 10x off the other agrees on nothing", unit=" %"),
+    ] = Field(
+        default=20.0,
+        description="largest relative difference of the mean training time (Fig. 5b) per "
+        "training iteration, in % of the first run's",
+    )
+
+
 class ExperimentSpec(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
     kind: Literal["resource-optimization", "scheduling"]
@@ -393,6 +436,11 @@ class ExperimentSpec(_Strict):
         "'optimum'); a cell not proven optimal within it reports a bound, not an optimum",
     )
     reference: Reference = Reference()
+    agreement: Agreement = Field(
+        default_factory=Agreement,
+        description="target bands of the agreement `testbed compare` measures between two "
+        "runs of this spec",
+    )
     profiles: dict[str, dict[str, object]] = Field(default_factory=dict)
 
     @model_validator(mode="after")

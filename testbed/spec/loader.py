@@ -99,6 +99,7 @@ def load_experiment(
         layout = load_layout(layout_path)
     spec = _expand_stream_nodes(spec, layout, path)
     calibration = load_calibration(calibration_path)
+    spec = with_calibrated_gossip(spec, calibration)
     check_references(spec, layout, calibration, path, known_schedulers)
     check_magnitudes(spec, layout, calibration, path, calibration_path)
     return ResolvedExperiment(
@@ -110,6 +111,15 @@ def load_experiment(
         calibration_path=calibration_path,
         profile=profile,
     )
+
+
+def with_calibrated_gossip(spec: ExperimentSpec, calibration: Calibration) -> ExperimentSpec:
+    """A calibration measured on a deployed testbed carries that testbed's gossip interval
+    in emulated seconds: the spec then gossips at it (what the twin reads)."""
+    if calibration.gossip_interval_s is None:
+        return spec
+    gossip = spec.gossip.model_copy(update={"interval_s": calibration.gossip_interval_s})
+    return spec.model_copy(update={"gossip": gossip})
 
 
 def _expand_stream_nodes(spec: ExperimentSpec, layout: LayoutSpec, path: Path) -> ExperimentSpec:

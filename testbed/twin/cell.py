@@ -74,7 +74,10 @@ class TwinCell(CellViews):
         env = simpy.Environment()
         resident = experiment.calibration.resident_mb
         nodes = {name: TwinNode(env, node, resident) for name, node in topology.nodes.items()}
-        # draws the gossip phases from the arrivals stream, before the streams' periods
+        # the streams' periods and first triggers come first from the arrivals stream, as
+        # on the deployed testbeds (the same seed gives the same arrivals everywhere); the
+        # gossip phases are drawn after them
+        streams = plan_streams(experiment.spec, cell.stream_count, seeds.arrivals)
         layers = experiment.layout.layers
         super().__init__(env, experiment.spec, topology, drift, nodes, layers, seeds.arrivals)
         self.x = experiment
@@ -84,7 +87,6 @@ class TwinCell(CellViews):
         self.scheduler = make_scheduler("in-situ" if cell.scheduler in OFFLINE else cell.scheduler)
         self.rows: list[TriggerRow] = []
         self.events: list[dict[str, Any]] = []
-        streams = plan_streams(self.spec, cell.stream_count, seeds.arrivals)
         self.size_seeds = stream_size_seeds(streams, seeds.work)
         self.streams = [self._stream_state(s) for s in streams]
         for state in self.streams:
@@ -266,6 +268,9 @@ class TwinCell(CellViews):
             latency = sum(self._latency_ms(a, b) for a, b in pairs) / 1000.0
             bandwidth = min(self.topology.link(a, b).bandwidth_mbit for a, b in pairs)
             t_send = latency + payload * 8.0 / (bandwidth * 1e6)
+            handover = self.x.calibration.handover_s
+            if handover is not None:  # measured on a deployed testbed (run-derived)
+                t_send += handover.fixed_s + handover.per_hop_s * len(pairs)
         work_m_s, memory = draw.work_m_s, draw.memory_mb
         start_wall, stop_wall = draw.start_s, draw.stop_s
 

@@ -197,7 +197,8 @@ class LocalDirectTestbed(LocalTestbed):
             if wait > 0:
                 time.sleep(wait)
             if isinstance(item, TimeplanEvent):
-                run.world.append(self._apply(run.timeline, item, at, faults))
+                now = (time.monotonic() - started) / scale  # later than due if one before ran long
+                run.world.append(self._apply(run.timeline, item, at, faults, now))
                 continue
             stream: StreamDef = item
             if spec.iterations is not None and run.executed(stream) >= spec.iterations:

@@ -312,11 +312,11 @@ def _the_twin_replays_it_with_what_it_measured(
     experiment: Any, run_dir: Path, rows: Any, tmp_path: Path
 ) -> None:
     """The calibration derived from this run's own files brings the twin close on this
-    cell: mean send + start + training + stop time per model within 35 %, and before the
-    timeplan's first event (fog-1 leaves at 300 s) the drop rate within 5 points plus two
-    of those triggers. After it the two differ: babel takes real seconds (hundreds of
-    emulated ones) to route around the node that left, which the twin does not model yet
-    (docs/twin.md)."""
+    cell: mean send + start + training + stop time per model within 35 %, and the drop
+    rate within 5 points plus two of the cell's triggers (with about 13 triggers, one moves
+    it by about 8 points). fog-1 leaves for 300 s: the run measured how long it stayed in
+    its neighbours' views and how long the sends to it took to fail, which the twin
+    replays (without them it dropped none of the jobs the testbed lost)."""
     import pandas as pd
     import yaml
 
@@ -335,10 +335,9 @@ def _the_twin_replays_it_with_what_it_measured(
     theirs_done = theirs[theirs["outcome"] == "executed"].groupby("model")["t_complete"].mean()
     for model, seconds in mine_done.items():
         assert theirs_done.get(model, 0.0) == pytest.approx(seconds, rel=0.35), model
-    mine, theirs = rows[rows["time_s"] < 300], theirs[theirs["time_s"] < 300]
-    assert len(mine) >= 2 and len(theirs) >= 2
-    band = 5.0 + 100.0 * 2 / len(mine)
-    mine_rate = 100.0 * (mine["outcome"] == "dropped").mean()
+    assert derived["mesh_timeout_s"] > 0  # fog-1 left: how long it stayed in the views
+    band = 5.0 + 100.0 * 2 / len(rows)
+    mine_rate = 100.0 * (rows["outcome"] == "dropped").mean()
     theirs_rate = 100.0 * (theirs["outcome"] == "dropped").mean()
     assert abs(mine_rate - theirs_rate) <= band, (mine_rate, theirs_rate)
 

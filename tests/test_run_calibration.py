@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from rich.console import Console
 
 from testbed.cells.cell import Cell, cell_seeds
@@ -16,12 +17,15 @@ from testbed.cells.streams import plan_streams
 from testbed.cli import main
 from testbed.errors import UserError
 from testbed.experiment import run_calibration as rc
+from testbed.experiment.run_network import NetworkLags, failed_send_lags, left_in_view_lags
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
 from testbed.spec.calibration import Handover
 from testbed.spec.loader import load_experiment
 
 from .conftest import EXPERIMENTS
+
+COLUMNS = ("model", "outcome", "t_send", "t_start", "t_job", "t_stop", "cpu_limit_m", "hops")
 
 
 def _experiment(**overrides: object):  # type: ignore[no-untyped-def]
@@ -175,3 +179,107 @@ def test_calibration_from_a_run_that_did_not_finish_is_refused(tmp_path: Path) -
         rc.derived_for(run)
     with pytest.raises(UserError, match="is not a directory"):
         rc.derived_for(tmp_path / "nowhere")
+
+
+def test_failed_sends_are_timed_from_their_decision_and_refusals_left_out() -> None:
+    events = [
+        {"at": 10.0, "node": "e2", "kind": "decided", "trigger": "a"},
+        {"at": 20.0, "node": "e2", "kind": "error", "trigger": "a", "error": "timed out"},
+        {"at": 30.0, "node": "e2", "kind": "decided", "trigger": "b"},
+        {"at": 30.5, "node": "e2", "kind": "error", "trigger": "b", "error": "No route"},
+        {"at": 40.0, "node": "e2", "kind": "decided", "trigger": "c"},
+        {"at": 40.1, "node": "e2", "kind": "error", "trigger": "c", "error": "Connection refused"},
+        {"at": 50.0, "node": "e3", "kind": "error", "trigger": "d", "error": "timed out"},
+    ]
+    assert failed_send_lags(events) == [10.0, 0.5]
+
+
+def test_a_node_that_left_is_timed_until_its_last_send_before_it_joins() -> None:
+    world = [
+        {"kind": "timeplan-leave", "nodes": ["f1"], "applied_at": 100.0},
+        {"kind": "timeplan-join", "nodes": ["f1"], "applied_at": 110.0},
+    ]
+
+    def send(at: float, node: str) -> dict[str, object]:
+        return {"at": at, "kind": "decided", "decision": "SendTo", "detail": {"node": node}}
+
+    events = [send(99.0, "f1"), send(101.0, "f1"), send(103.5, "f1"), send(104.0, "f2")]
+    events.append(send(112.0, "f1"))  # back in the mesh
+    assert left_in_view_lags(events, world) == [3.5]
+    assert left_in_view_lags([send(104.0, "f2")], world) == []
+
+
+def test_the_network_costs_become_emulated_seconds() -> None:
+    x = _experiment()
+    lags = NetworkLags(left_in_view_s=(2.0, 3.0), failed_send_s=(0.0, 10.0))
+    derived = rc.derive_calibration(
+        pd.DataFrame(columns=[*COLUMNS]),
+        x.calibration,
+        time_scale=0.02,
+        gossip_real_s=1.0,
+        run_name="r",
+        testbed="local",
+        network=lags,
+    )
+    assert derived.mesh_timeout_s == pytest.approx(150.0)  # the longest, 3 real s
+    assert derived.unreachable_s == pytest.approx([0.0, 500.0])
+    replay = rc.with_calibrated_gossip(x.spec, derived)
+    assert replay.gossip.mesh_timeout_s == pytest.approx(150.0)
+    assert replay.gossip.interval_s == pytest.approx(50.0)
+
+
+def test_a_failed_send_keeps_the_stream_busy_in_the_twin(tmp_path: Path) -> None:
+    """fog nodes leave for a while: with measured failure times, a job sent to a node that
+    left holds its stream, whose next trigger is then previous-running."""
+    timeplan = [
+        {"at_s": 300, "action": "leave", "layer": "fog"},
+        {"at_s": 1200, "action": "join", "layer": "fog"},
+    ]
+    x = _experiment(
+        timeplan=timeplan,
+        sweep={"stream_counts": [10], "repetitions": 1},
+        duration_s=3600,
+        gossip={"interval_s": 10, "mesh_timeout_s": 600},
+    )
+
+    def reasons(experiment: object, where: str) -> dict[str, int]:
+        run = run_experiment(experiment, "twin", tmp_path / where, console=Console(quiet=True))
+        rows = pd.read_parquet(run.path / "tables" / "triggers.parquet")
+        return rows["drop_reason"].value_counts().to_dict()
+
+    at_once = reasons(x, "a")
+    held = rc.dataclasses.replace(
+        x, calibration=x.calibration.model_copy(update={"unreachable_s": [400.0]})
+    )
+    waited = reasons(held, "b")
+    assert at_once.get("unreachable", 0) >= 1
+    assert waited.get("previous-running", 0) > at_once.get("previous-running", 0)
+
+
+def test_bench_fidelity_replays_a_deployed_run_and_prints_the_agreement(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The mechanism on a stand-in for a local run (a twin run whose manifest says local,
+    at time scale 0.05): derived calibration, the replay and the agreement table."""
+    import shutil
+
+    from testbed.bench.fidelity_local import experiment_of_run, twin_against_run
+
+    run = run_experiment(_experiment(), "twin", tmp_path / "a", console=Console(quiet=True)).path
+    with pytest.raises(UserError, match="is a twin run"):
+        experiment_of_run(run)
+    local = tmp_path / "local-run"
+    shutil.copytree(run, local)
+    manifest = json.loads((local / "manifest.json").read_text())
+    manifest["testbed"] = "local"
+    manifest["capabilities"] = {"time_scale": 0.05}
+    (local / "manifest.json").write_text(json.dumps(manifest))
+    ran = experiment_of_run(local).spec.model_dump(exclude={"profiles"})
+    assert ran == _experiment().spec.model_dump(exclude={"profiles"})
+    lines = twin_against_run(local, tmp_path / "twin", Console(quiet=True))
+    assert lines[0] == "## The twin against local-run"
+    assert any(line.startswith("agreement: ") for line in lines)
+    assert any(line.startswith("| drop rate | los, 2 streams |") for line in lines)
+    assert (local / rc.DERIVED_NAME).is_file()
+    derived = yaml.safe_load((local / rc.DERIVED_NAME).read_text())
+    assert derived["gossip_interval_s"] == pytest.approx(20.0)  # 1 real s at 0.05

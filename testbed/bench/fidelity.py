@@ -50,6 +50,13 @@ FITTED = (
 )
 
 
+FORKED_CHILD_MB = {"lstm": 22.3, "autoencoder": 15.0}
+"""Memory a training adds when it is a child forked from a warm worker, as the agents run
+jobs on the local testbed (`memory_mb` measured by `testbed calibrate`, calibrated.yaml).
+paper-scale.yaml's default is a process of its own, as the paper's per-job pods: 382 MB of
+a CPU torch process (`resident_mb`, measured likewise) plus the same."""
+
+
 @dataclass(frozen=True)
 class Reading:
     """One reading of the method text: overrides of the spec's `los` section, or of the
@@ -58,6 +65,9 @@ class Reading:
     name: str
     los: Mapping[str, bool] = field(default_factory=dict)
     phase_spread: bool | None = None
+    training_memory_mb: Mapping[str, float] | None = None
+    """Each model's training memory (the calibration's `memory_mb`), if this reading sets
+    it."""
 
     @property
     def slug(self) -> str:
@@ -69,6 +79,7 @@ ABLATIONS = (
     Reading("los.skip_tried: true", {"skip_tried": True}),
     Reading("los.limit_per_node: true", {"limit_per_node": True}),
     Reading("layout drift phase_spread: false", phase_spread=False),
+    Reading("a training forked from a warm worker (15-22 MB)", training_memory_mb=FORKED_CHILD_MB),
 )
 """The existing boolean switches that pick a reading where the method text is ambiguous
 (docs/deviations.md items 2, 6 and 12). Not here: LosPlusParams' switches (they change
@@ -334,8 +345,26 @@ def _load(
     x = load_experiment(experiments / SPEC, None, overrides, known_schedulers=names)
     if reading.phase_spread is not None:
         overrides["layout"] = str(_layout_with_phase_spread(x, reading.phase_spread, out))
+    if reading.training_memory_mb is not None:
+        path = _calibration_with_memory(x, reading.training_memory_mb, out)
+        overrides["calibration"] = str(path)
+    if "layout" in overrides or reading.training_memory_mb is not None:
         x = load_experiment(experiments / SPEC, None, overrides, known_schedulers=names)
     return x
+
+
+def _calibration_with_memory(
+    x: ResolvedExperiment, memory_mb: Mapping[str, float], out: Path
+) -> Path:
+    """The spec's calibration with the models' training memory set, written atomically."""
+    raw = read_yaml(x.calibration_path)
+    for name, model in raw.get("models", {}).items():
+        if name in memory_mb:
+            model["memory_mb"] = {"mean": memory_mb[name], "std": 0.0}
+    raw["name"] = f"{raw.get('name', 'calibration')}-memory-set"
+    path = out / "calibration-memory-set.yaml"
+    atomic_write_text(path, yaml.safe_dump(raw, sort_keys=False))
+    return path
 
 
 def run_fidelity(
@@ -345,8 +374,10 @@ def run_fidelity(
     duration_s: float | None = None,
     ablations: bool = False,
     keep: Path | None = None,
+    local: Path | None = None,
 ) -> int:
-    """Run the readings on the twin, print the tables and a one-line summary."""
+    """Run the readings on the twin, print the tables and a one-line summary; with
+    `local`, also the twin against that deployed testbed's run."""
     console = Console(stderr=True, highlight=False)
     readings = (DEFAULT, *ABLATIONS) if ablations else (DEFAULT,)
     results: dict[str, Fidelity] = {}
@@ -380,12 +411,24 @@ def run_fidelity(
         if ablations:
             others = {r.name: results[r.name] for r in ABLATIONS}
             lines += ["", *ablation_table(default, others)]
+        if local is not None:
+            from testbed.bench.fidelity_local import twin_against_run
+
+            lines += ["", *twin_against_run(local, root / "against-local", console)]
+        else:
+            lines += ["", AGAINST_LOCAL]
         wall = time.perf_counter() - started
         lines += ["", _summary(default, results, cells, wall)]
         if keep is not None:
             atomic_write_text(keep / "bench-fidelity.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+AGAINST_LOCAL = (
+    "The twin against a testbed: add --local RUN_DIR, a finished run of "
+    "`make experiment TESTBED=local` (or `testbed run ... --testbed local`)."
+)
 
 
 def _header(x: ResolvedExperiment) -> str:

@@ -54,6 +54,7 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
         args.duration_s,
         args.ablations,
         Path(args.results) if args.results else None,
+        Path(args.local) if args.local else None,
     )
 
 
@@ -196,6 +197,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     fidelity.add_argument(
         "--results", help="keep the run directories and bench-fidelity.md here (default: temp)"
+    )
+    fidelity.add_argument(
+        "--local",
+        metavar="RUN_DIR",
+        help="also replay this finished local or OpenStack run on the twin with the costs "
+        "it measured, and print their agreement against the spec's bands",
     )
     fidelity.set_defaults(func=cmd_bench_fidelity)
 

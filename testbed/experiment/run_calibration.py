@@ -6,7 +6,9 @@ the model load and store, work that runs under a tiny real quota. In emulated se
 costs are far larger than the calibration measured on a warm, unlimited process. So each
 finished run of a deployed testbed gets `calibration-derived.yaml` next to its tables: its
 spec's calibration with every model's costs refitted from the run's executed trainings,
-the hand-over cost per hop, and the agents' gossip interval in emulated seconds.
+the hand-over cost per hop, the agents' gossip interval, how long a node that left stayed
+in its neighbours' views and how long a send to it took to fail (`run_network`), all in
+emulated seconds.
 `testbed run --testbed twin --calibration-from RUN_DIR` (and `testbed experiment`) replay
 the same spec, seed and sweep on the twin with it.
 
@@ -30,6 +32,7 @@ import yaml
 from scipy.optimize import nnls
 
 from testbed.errors import UserError
+from testbed.experiment.run_network import NetworkLags, measure
 from testbed.results.atomic import atomic_write_text
 from testbed.results.rundir import check_tables, read_manifest
 from testbed.spec.calibration import Calibration, Gaussian, Handover, ModelCost
@@ -131,6 +134,7 @@ def derive_calibration(
     gossip_real_s: float,
     run_name: str,
     testbed: str,
+    network: NetworkLags | None = None,
 ) -> Calibration:
     """`base` with each model's costs refitted from `triggers` (a run's tidy trigger rows,
     durations in emulated seconds), the hand-over cost, and the gossip interval in emulated
@@ -160,6 +164,7 @@ def derive_calibration(
         measurements.append(
             {"handover": {"runs": len(sent), "first_hop_s": fixed, "per_extra_hop_s": per_hop}}
         )
+    mesh_timeout, unreachable = _network_costs(network, time_scale, measurements)
     return Calibration(
         name=f"{base.name}-derived",
         source=(
@@ -173,8 +178,33 @@ def derive_calibration(
         training=dict(base.training),
         handover_s=handover,
         gossip_interval_s=min(max(gossip_real_s / time_scale, 0.01), 3600.0),
+        mesh_timeout_s=mesh_timeout,
+        unreachable_s=unreachable,
         measurements=measurements,
     )
+
+
+def _network_costs(
+    network: NetworkLags | None, time_scale: float, measurements: list[dict[str, Any]]
+) -> tuple[float | None, list[float] | None]:
+    """The mesh timeout (the longest a node that left stayed in a view) and the times
+    failed sends took, in emulated seconds; None where the run saw none."""
+    if network is None:
+        return None, None
+    left, failed = network.left_in_view_s, network.failed_send_s
+    mesh_timeout = min(max(left) / time_scale, 3600.0) if left else None
+    unreachable = [min(x / time_scale, 3600.0) for x in failed] or None
+    measurements.append(
+        {
+            "network": {
+                "leaves_seen": len(left),
+                "left_in_view_real_s": [round(x, 3) for x in left],
+                "failed_sends": len(failed),
+                "failed_send_real_s": [round(x, 3) for x in failed],
+            }
+        }
+    )
+    return mesh_timeout, unreachable
 
 
 def _time_scale(manifest: dict[str, Any]) -> tuple[float, float]:
@@ -215,6 +245,7 @@ def write_derived(run_dir: Path) -> Path:
         gossip_real_s=gossip,
         run_name=run_dir.name,
         testbed=str(manifest["testbed"]),
+        network=measure(run_dir),
     )
     text = yaml.safe_dump(derived.model_dump(mode="json", exclude_none=True), sort_keys=False)
     path = run_dir / DERIVED_NAME

@@ -118,6 +118,18 @@ class Calibration(_Strict):
         "measured on (its real gossip interval / its time scale); the twin then uses it "
         "instead of the spec's gossip.interval_s",
     )
+    mesh_timeout_s: Seconds | None = Field(
+        default=None,
+        description="emulated seconds a node that left stayed in its neighbours' views on "
+        "the testbed this was measured on (the mesh routing around it); the twin then uses "
+        "it instead of the spec's gossip.mesh_timeout_s",
+    )
+    unreachable_s: list[Seconds] | None = Field(
+        default=None,
+        description="emulated seconds each send to a node the mesh no longer reached took "
+        "to fail on the testbed this was measured on (an HTTP timeout, or at once on 'no "
+        "route'); the twin draws one per failed send and holds the stream busy that long",
+    )
     measurements: list[dict[str, Any]] = Field(
         default_factory=list, description="the measured points the costs were fitted to"
     )

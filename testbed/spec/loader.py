@@ -115,11 +115,15 @@ def load_experiment(
 
 def with_calibrated_gossip(spec: ExperimentSpec, calibration: Calibration) -> ExperimentSpec:
     """A calibration measured on a deployed testbed carries that testbed's gossip interval
-    in emulated seconds: the spec then gossips at it (what the twin reads)."""
-    if calibration.gossip_interval_s is None:
+    and mesh timeout in emulated seconds: the spec then uses them (what the twin reads)."""
+    measured = {
+        "interval_s": calibration.gossip_interval_s,
+        "mesh_timeout_s": calibration.mesh_timeout_s,
+    }
+    update = {key: value for key, value in measured.items() if value is not None}
+    if not update:
         return spec
-    gossip = spec.gossip.model_copy(update={"interval_s": calibration.gossip_interval_s})
-    return spec.model_copy(update={"gossip": gossip})
+    return spec.model_copy(update={"gossip": spec.gossip.model_copy(update=update)})
 
 
 def _expand_stream_nodes(spec: ExperimentSpec, layout: LayoutSpec, path: Path) -> ExperimentSpec:

@@ -197,6 +197,34 @@ class TwinCell(CellViews):
             state.running = True  # the stream waits for its retries
             self.env.process(self._retry(state, job, row, draw, delays, placement))
             return
+        hold = self._unreachable_hold(placement)
+        if hold > 0:  # the send times out first; the stream is busy meanwhile
+            state.running = True
+            self.env.process(self._drop_later(state, row, placement, hold))
+            return
+        self._drop_placement(row, placement)
+
+    def _unreachable_hold(self, placement: Placement) -> float:
+        """Emulated seconds a send to a node the mesh no longer reaches takes to fail, as a
+        deployed testbed measured it (0: at once)."""
+        if placement.drop_reason != DropReason.UNREACHABLE:
+            return 0.0
+        last = self.nodes[placement.path[-1]]
+        if last.alive and not last.agent_up:  # refused at once: agent-down
+            return 0.0
+        return self._failed_send_s()
+
+    def _failed_send_s(self) -> float:
+        """How long a send to a node the mesh lost takes to fail: one of the times a
+        deployed testbed measured (drawn from the decisions' generator), else at once."""
+        measured = self.x.calibration.unreachable_s
+        return self.seeds.decisions.choice(measured) if measured else 0.0
+
+    def _drop_later(
+        self, state: _StreamState, row: TriggerRow, placement: Placement, hold: float
+    ) -> Any:
+        yield self.env.timeout(hold)
+        state.running = False
         self._drop_placement(row, placement)
 
     def _place(self, state: _StreamState, job: TrainingJob) -> Placement:
@@ -277,6 +305,7 @@ class TwinCell(CellViews):
         yield self.env.timeout(decided + t_send)
         node = self.nodes[target]
         if not node.alive:
+            yield self.env.timeout(self._failed_send_s())
             return self._lost(state, row, placement, DropReason.UNREACHABLE)
         if not node.agent_up or not self.nodes[job.source].agent_up:
             # no agent takes the job, or the source's agent cannot hand over the samples

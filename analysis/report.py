@@ -43,7 +43,8 @@ def _header(run: RunData) -> list[str]:
         + (" (uncommitted changes)" if git.get("dirty") else ""),
         f"* host: {host.get('hostname')}, {host.get('cpu_count')} cores, kernel "
         f"{host.get('kernel')}, Python {host.get('python')}",
-        f"* calibration: {m.get('calibration', {}).get('name')}",
+        f"* calibration: {m.get('calibration', {}).get('name')} "
+        f"({' '.join(str(m.get('calibration', {}).get('source', 'source not recorded')).split())})",
         "* testbed capabilities: " + "; ".join(f"{k}: {v}" for k, v in caps.items()),
         f"* triggers: {len(run.triggers):,} in {len(run.cells)} cells",
         "",
@@ -53,6 +54,15 @@ def _header(run: RunData) -> list[str]:
             "> These numbers come from the discrete-event twin, a model of the testbed. "
             "They show what the LOS rules do under the modelled workload; they are not "
             "measurements of real systems. See the README's Deviations.",
+            "",
+        ]
+    if run.reference:
+        lines += [
+            "> Fitted and predicted: this run takes as given the calibration above (its "
+            "source says what it was fitted to) and the layout. The paper's published "
+            "values (the spec's `reference`) are drawn beside the figures and feed "
+            "nothing: every number of this run is a prediction (twin) or a measurement "
+            "(testbed).",
             "",
         ]
     return lines

@@ -24,7 +24,7 @@ KEEP ?=
 FRESH ?=
 RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 
-.PHONY: install system-packages experiment test lint bench calibrate lock clean openstack-box \
+.PHONY: install system-packages test-packages experiment test lint bench calibrate lock clean openstack-box \
 	bench-openstack bench-fidelity
 
 # Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
@@ -44,6 +44,18 @@ system-packages:
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); } \
 	      || echo "note: could not install $(SYSTEM_PACKAGES): local-testbed tests will be skipped"; \
 	  else echo "note: install $(SYSTEM_PACKAGES) for the local testbed (needs root)"; fi; \
+	fi
+
+# Debian packages only `make test` needs: a headless browser that renders report.html
+# (tests/test_report_html.py). After system-packages: one apt-get at a time.
+TEST_PACKAGES := chromium
+
+test-packages: system-packages
+	@if ! command -v chromium >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES); } \
+	      || echo "note: could not install $(TEST_PACKAGES): the report.html browser test will be skipped"; \
+	  else echo "note: install $(TEST_PACKAGES) for the report.html browser test (needs root)"; fi; \
 	fi
 
 $(STAMP): requirements.lock requirements-local.lock pyproject.toml
@@ -81,10 +93,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
-# LOS_REQUIRE_OPENSTACK_BOX=1, LOS_REQUIRE_LOCAL_TESTBED=1 and LOS_REQUIRE_CITYPULSE=1 in the
-# environment (as .ci/run sets them) reach pytest unchanged: a missing prerequisite then
-# fails its tests instead of skipping them (tests/conftest.py).
-test: system-packages lint
+# LOS_REQUIRE_OPENSTACK_BOX=1, LOS_REQUIRE_LOCAL_TESTBED=1, LOS_REQUIRE_CITYPULSE=1 and
+# LOS_REQUIRE_BROWSER=1 in the environment (as .ci/run sets them) reach pytest unchanged: a
+# missing prerequisite then fails its tests instead of skipping them (tests/conftest.py,
+# tests/test_report_html.py).
+test: system-packages test-packages lint
 	$(BIN)/pytest
 
 bench: $(STAMP)

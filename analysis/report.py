@@ -12,6 +12,7 @@ import pandas as pd
 
 from analysis import figure_data
 from analysis.figures import draw_all
+from analysis.report_html import write_html_report
 from analysis.run_data import RunData, load_run, proven_only, unproven_optimum
 from testbed.results.atomic import atomic_write_text
 from testbed.results.optimum_cells import OPTIMUM, OptimumCell, mean_drop_bound
@@ -443,7 +444,7 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
 
 
 def write_report(run_dir: Path | str | RunData) -> list[Path]:
-    """Draw the figures and write report.md; return the figure files."""
+    """Draw the figures and write report.md and report.html; return the figure files."""
     run = load_run(run_dir)
     written = draw_all(run)
     lines = _header(run)
@@ -454,4 +455,5 @@ def write_report(run_dir: Path | str | RunData) -> list[Path]:
     lines += ["", *_host_load_section(run), "## Figures", ""]
     lines += [f"![{p.stem}](figures/{p.name})" for p in written if p.suffix == ".png"]
     atomic_write_text(run.path / "report.md", "\n".join(lines) + "\n")
+    write_html_report(run)
     return written

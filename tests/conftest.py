@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -43,6 +44,10 @@ def prerequisite(what: str, missing: bool, reason: str) -> pytest.MarkDecorator:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # runs in tests never read a user's fetched CityPulse cache (`testbed data fetch`):
+    # they read the sample (LOS_CITYPULSE_DIR / ../shared) or synthetic data, as in CI
+    if "LOS_DATA_DIR" not in os.environ:
+        os.environ["LOS_DATA_DIR"] = tempfile.mkdtemp(prefix="los-empty-data-cache-")
     config.addinivalue_line(
         "markers",
         "prerequisite(what, missing, reason): skip if missing; fail if LOS_REQUIRE_... is 1",

@@ -129,6 +129,38 @@ def test_the_notebook_runs_on_a_run(runs: dict[str, Path], experiment: str) -> N
     assert len(images) == len(FIGURES[experiment])
 
 
+def test_the_compare_notebook_runs_on_several_runs(runs: dict[str, Path], tmp_path: Path) -> None:
+    """compare-runs.ipynb over two scheduling runs and a resource run (LOS_RUNS)."""
+    spec = REPO / "experiments" / "los-scheduling.yaml"
+    other = tmp_path / "other"
+    args = ["run", str(spec), "--profile", "quick", "--seed", "7", "--no-report"]
+    assert main([*args, "--results", str(other)]) == 0
+    (second,) = other.iterdir()
+    listed = [runs["los-scheduling"], second, runs["resource-optimization"]]
+    notebook = nbformat.read(REPO / "analysis" / "notebooks" / "compare-runs.ipynb", as_version=4)
+    os.environ["LOS_RUNS"] = os.pathsep.join(str(p) for p in listed)
+    try:
+        NotebookClient(
+            notebook,
+            timeout=300,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(REPO)}},
+        ).execute()
+    finally:
+        del os.environ["LOS_RUNS"]
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    # Fig. 7 and Fig. 6 over the runs, each scheduling run's Fig. 6 and 7, Fig. 5 over runs
+    assert len(images) == 2 + 2 * 2 + 1
+    texts = [o["data"].get("text/markdown", "") for o in outputs if "data" in o]
+    verdicts = [t for t in texts if t.startswith("**a = ")]
+    assert len(verdicts) == 1 and "agreement: " in verdicts[0]
+    tables = [o["data"].get("text/html", "") for o in outputs if "data" in o]
+    assert any("within" in t and "#e3f4e6" in t for t in tables)  # the agreement table
+    assert any("paper" in t and "stream_count" in t for t in tables)  # drop rates, paper
+
+
 def test_user_mistakes_give_one_line_and_exit_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

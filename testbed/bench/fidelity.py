@@ -28,6 +28,7 @@ import yaml
 from rich.console import Console
 
 from analysis import figure_data
+from testbed.errors import UserError
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
 from testbed.results.atomic import atomic_write_text
@@ -358,7 +359,15 @@ def _calibration_with_memory(
 ) -> Path:
     """The spec's calibration with the models' training memory set, written atomically."""
     raw = read_yaml(x.calibration_path)
-    for name, model in raw.get("models", {}).items():
+    models = raw.get("models", {})
+    unknown = sorted(set(memory_mb) - set(models))
+    if unknown:  # a reading that would change nothing but the name
+        raise UserError(
+            f"{x.calibration_path}: field 'models'",
+            f"has no model {unknown} whose training memory the reading sets",
+            f"use the calibration's models {sorted(models)}",
+        )
+    for name, model in models.items():
         if name in memory_mb:
             model["memory_mb"] = {"mean": memory_mb[name], "std": 0.0}
     raw["name"] = f"{raw.get('name', 'calibration')}-memory-set"

@@ -228,8 +228,8 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     workload.add_argument(
         "--data",
-        help="CityPulse data directory (default: $LOS_CITYPULSE_DIR, else "
-        "../shared/data/citypulse if present)",
+        help="CityPulse data directory (default: $LOS_CITYPULSE_DIR, else the cache of "
+        "`testbed data fetch citypulse`, else ../shared/data/citypulse if present)",
     )
     workload.set_defaults(func=cmd_bench_workload)
 
@@ -260,8 +260,9 @@ def add_calibrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     calibrate.add_argument("--mode", choices=["fresh", "warm"], default="fresh")
     calibrate.add_argument(
         "--data",
-        help="CityPulse data directory to train on (default: $LOS_CITYPULSE_DIR, else "
-        "../shared/data/citypulse if present, else synthetic data)",
+        help="CityPulse data directory to train on (default: $LOS_CITYPULSE_DIR, else the "
+        "cache of `testbed data fetch citypulse`, else ../shared/data/citypulse if present, "
+        "else synthetic data)",
     )
     calibrate.add_argument("--out", help="write the calibration file here")
     calibrate.set_defaults(func=cmd_calibrate)

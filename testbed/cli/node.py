@@ -1,9 +1,12 @@
-"""`testbed data check`, `replay`, `predict` and `cgroup-join`: the CityPulse data and the
-entry points the playbooks run on the nodes (replayers, prediction jobs, CPU limits)."""
+"""`testbed data check` and `data fetch`, `replay`, `predict` and `cgroup-join`: the
+CityPulse data and the entry points the playbooks run on the nodes (replayers, prediction
+jobs, CPU limits)."""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 from pathlib import Path
 
 from testbed.errors import UserError
@@ -14,6 +17,38 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
     for line in check_path(Path(args.path)):
         print(line)
+    return 0
+
+
+def cmd_data_fetch(args: argparse.Namespace) -> int:
+    """Download the public CityPulse archives and keep the files the harness reads."""
+    from testbed.datasets.fetch import fetch_citypulse
+    from testbed.datasets.fetch_plan import (
+        CACHE_VARIABLE,
+        LICENSE_LINE,
+        cache_dir,
+        human_bytes,
+        summary_line,
+    )
+
+    if args.dest is not None:
+        dest, where = Path(args.dest).expanduser(), f"flag --dest {args.dest}"
+    else:
+        dest = cache_dir()
+        where = f"{CACHE_VARIABLE}={dest}" if os.environ.get(CACHE_VARIABLE) else str(dest)
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UserError("flag --timeout", f"{args.timeout} is not a positive number", "e.g. 30")
+    fetched = fetch_citypulse(dest, args.base_url, where=where, timeout=args.timeout)
+    print(
+        f"{'already fetched, checked' if fetched.already else 'data went to'}: {fetched.dest}"
+        + (f" ({human_bytes(fetched.downloaded)} downloaded)" if fetched.downloaded else "")
+    )
+    print(summary_line(fetched.dest, fetched.files, fetched.known, fetched.known))
+    if dest.resolve() == cache_dir().resolve():
+        print("runs use it when neither --data nor LOS_CITYPULSE_DIR names another directory")
+    else:
+        print(f"runs use it with LOS_CITYPULSE_DIR={dest} (or {CACHE_VARIABLE}={dest})")
+    print(LICENSE_LINE)
     return 0
 
 
@@ -210,7 +245,7 @@ def cmd_cgroup_join(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`data check`, `replay`, `predict` and `cgroup-join`."""
+    """`data check`, `data fetch`, `replay`, `predict` and `cgroup-join`."""
     data = sub.add_parser("data", help="CityPulse data files")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     data_check = data_sub.add_parser(
@@ -218,6 +253,24 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     data_check.add_argument("path", help="a sensor file, trafficMetaData.csv or a directory")
     data_check.set_defaults(func=cmd_data_check)
+    from testbed.datasets.fetch_plan import DEFAULT_BASE_URL
+
+    data_fetch = data_sub.add_parser(
+        "fetch",
+        help="download the public CityPulse data into the cache (LOS_DATA_DIR, else "
+        "$XDG_CACHE_HOME/los-testbed/citypulse) and check it",
+    )
+    data_fetch.add_argument("dataset", choices=["citypulse"], help="the data set to fetch")
+    data_fetch.add_argument(
+        "--base-url",
+        default=DEFAULT_BASE_URL,
+        help=f"the site's dataset folder ({DEFAULT_BASE_URL})",
+    )
+    data_fetch.add_argument("--dest", help="directory to put the files in (default: the cache)")
+    data_fetch.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the server (default 30)"
+    )
+    data_fetch.set_defaults(func=cmd_data_fetch)
 
     replay = sub.add_parser("replay", help="replay one sensor file as a live stream over TCP")
     replay.add_argument("file", help="a CityPulse sensor file, or synthetic:KIND[:SEED]")

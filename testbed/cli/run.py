@@ -74,7 +74,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     report_run(run_dir, _console())
     print(run_dir / "report.md")
+    if args.open:
+        print(open_in_browser(run_dir / "report.html"))
     return 0
+
+
+def open_in_browser(page: Path) -> str:
+    """Open `page` in the user's browser (`webbrowser`); one line saying what happened:
+    where no browser is found, the page's path to open by hand."""
+    import webbrowser
+
+    try:
+        browser = webbrowser.get()
+        opened = browser.open(page.resolve().as_uri())
+    except webbrowser.Error:
+        opened = False
+    if opened:
+        return f"opened {page} in the browser"
+    return f"no browser found: open {page} yourself"
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -93,6 +110,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from analysis.compare import compare
 
     comparison = compare(first, second)
+    from analysis.report_html import refresh_html_report
+
+    refresh_html_report(first)  # its report.html, if it has one, shows the agreement too
     print(comparison.path)
     print(comparison.verdict)
     return 0
@@ -165,8 +185,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _provider_flags(run)
     run.set_defaults(func=cmd_run)
 
-    report = sub.add_parser("report", help="figures and report.md for a run directory")
+    report = sub.add_parser("report", help="figures, report.md and report.html for a run directory")
     report.add_argument("run_dir")
+    report.add_argument(
+        "--open", action="store_true", help="open report.html in a browser, if there is one"
+    )
     report.set_defaults(func=cmd_report)
 
     compare = sub.add_parser("compare", help="compare two runs of the same spec, by figure")

@@ -1,8 +1,10 @@
 """Where the CityPulse data lives and what `testbed data check` reports on it.
 
 ONE place resolves the data directory: an explicit path (a `--data` flag) > the
-LOS_CITYPULSE_DIR variable > the sample beside the clone (`../shared/data/citypulse`) >
-none, which means synthetic streams. A directory the user named must hold sensor files.
+LOS_CITYPULSE_DIR variable > the fetch cache (`testbed data fetch citypulse` puts the data
+in LOS_DATA_DIR, else $XDG_CACHE_HOME/los-testbed/citypulse) where it holds sensor files >
+the sample beside the clone (`../shared/data/citypulse`) > none, which means synthetic
+streams. A directory the user named must hold sensor files.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from testbed.datasets.citypulse import load_metadata, load_sensor_file
 from testbed.datasets.citypulse_schema import Kind
+from testbed.datasets.fetch_plan import cache_dir
 from testbed.errors import UserError
 
 DATA_DIR_VARIABLE = "LOS_CITYPULSE_DIR"
@@ -32,9 +35,10 @@ def find_sensor_files(root: Path | str) -> list[Path]:
     return sorted({p for pattern in patterns for p in root.rglob(pattern)})
 
 
+FETCH_HINT = "`testbed data fetch citypulse` downloads the real data"
 _DIR_FIX = (
     "point at the CityPulse data directory (it holds trafficData*.csv[.gz] and "
-    "pollutionData*.csv[.gz] files)"
+    f"pollutionData*.csv[.gz] files); {FETCH_HINT}"
 )
 
 
@@ -110,8 +114,9 @@ def check_path(path: Path | str) -> list[str]:
 
 
 def default_data_dir(clone: Path | None = None) -> Path:
-    """Where the data is looked for without a flag: LOS_CITYPULSE_DIR where set, else the
-    sample beside the clone (`clone` is the repository root; default: the working directory)."""
+    """The directory the tests read: LOS_CITYPULSE_DIR where set, else the sample beside
+    the clone (`clone` is the repository root; default: the working directory). Runs also
+    look in the fetch cache first (`data_root`)."""
     named = os.environ.get(DATA_DIR_VARIABLE)
     if named:
         return Path(named)
@@ -121,10 +126,10 @@ def default_data_dir(clone: Path | None = None) -> Path:
 
 
 def data_root(explicit: Path | str | None = None, label: str | None = None) -> Path | None:
-    """The CityPulse data directory: `explicit` > LOS_CITYPULSE_DIR > the sample beside the
-    clone where it holds sensor files > None (synthetic data). A directory that was named
-    (explicitly or by the variable) must exist and hold sensor files; `label` says where an
-    explicit path came from, for the error line."""
+    """The CityPulse data directory: `explicit` > LOS_CITYPULSE_DIR > the fetch cache >
+    the sample beside the clone, those two where they hold sensor files > None (synthetic
+    data). A directory that was named (explicitly or by the variable) must exist and hold
+    sensor files; `label` says where an explicit path came from, for the error line."""
     if explicit is not None:
         sensor_files_in(explicit, label)
         return Path(explicit)
@@ -132,14 +137,28 @@ def data_root(explicit: Path | str | None = None, label: str | None = None) -> P
     if named:
         sensor_files_in(named, f"{DATA_DIR_VARIABLE}={named}")
         return Path(named)
+    fetched = fetched_data_dir()
+    if fetched is not None:
+        return fetched
     if DEFAULT_DATA_DIR.is_dir() and find_sensor_files(DEFAULT_DATA_DIR):
         return DEFAULT_DATA_DIR
     return None
 
 
+def fetched_data_dir() -> Path | None:
+    """The fetch cache (LOS_DATA_DIR, else $XDG_CACHE_HOME/los-testbed/citypulse) where it
+    holds sensor files, else None. Not a named directory: an empty one is passed over."""
+    cache = cache_dir()
+    try:
+        return cache if cache.is_dir() and find_sensor_files(cache) else None
+    except OSError:  # unreadable: as if absent
+        return None
+
+
 def data_dir_from_flag(value: str | None, flag: str = "--data") -> Path | None:
     """The data directory of a `--data` flag, checked: the files it will read load. Without
-    the flag, LOS_CITYPULSE_DIR or the shared sample where present, else None (synthetic)."""
+    the flag, LOS_CITYPULSE_DIR, the fetch cache or the shared sample where present, else None
+    (synthetic; `testbed data fetch citypulse` downloads the real data)."""
     named = os.environ.get(DATA_DIR_VARIABLE)
     label = f"{flag} {value}" if value is not None else None
     root = data_root(value, label)

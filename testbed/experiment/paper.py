@@ -51,7 +51,7 @@ def report_run(run_dir: Path, console: Console) -> list[Path]:
     from analysis.report import write_report
 
     written = write_report(run)
-    console.print(f"report: {run_dir / 'report.md'} ({len(written)} figure files)")
+    console.print(f"report: {run_dir / 'report.md'} and report.html ({len(written)} figure files)")
     return written
 
 
@@ -102,6 +102,7 @@ def run_paper_experiments(
             paper.reports.append(summary.path)
             if provider is not None and provider.deployed:  # the twin on the same spec
                 from analysis.compare import compare
+                from analysis.report_html import refresh_html_report
                 from testbed.experiment.run_calibration import derived_for, with_run_calibration
                 from testbed.experiment.runner import testbed_view
 
@@ -118,6 +119,7 @@ def run_paper_experiments(
                 paper.lines.append(twin.line(experiment.spec.name, "twin"))
                 compared = compare(summary.path, twin.path)
                 console.print(f"comparison: {compared.path}")
+                refresh_html_report(summary.path)  # the page shows the agreement too
                 paper.lines.append(f"{experiment.spec.name}, {testbed} vs twin: {compared.verdict}")
     except BaseException:
         if kept is not None and provider is not None and provider.teardown is not None:

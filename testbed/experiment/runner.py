@@ -148,8 +148,8 @@ def data_line(data: dict[str, Any]) -> str:
     line = "data: " + ", ".join(parts)
     if any("synthetic" in used for used in data.values()):
         line += (
-            " (no CityPulse files found: set LOS_CITYPULSE_DIR to the sample's directory, "
-            "or put it at ../shared/data/citypulse beside the clone)"
+            " (no CityPulse files found: `testbed data fetch citypulse` downloads them, "
+            "or set LOS_CITYPULSE_DIR to a directory that holds them)"
         )
     return line
 

@@ -16,7 +16,7 @@ from testbed.results.schema import triggers_frame
 from .conftest import skip_or_fail
 from .test_twin import experiment, make_cell
 
-STOP, START = 900.0, 2400.0
+STOP, START = 1020.0, 2400.0  # a trigger of edge-2 follows STOP within 60 s
 
 
 def test_a_stopped_agent_neither_schedules_nor_executes_on_the_twin() -> None:

@@ -313,10 +313,11 @@ def _the_twin_replays_it_with_what_it_measured(
 ) -> None:
     """The calibration derived from this run's own files brings the twin close on this
     cell: mean send + start + training + stop time per model within 35 %, and the drop
-    rate within 5 points plus two of the cell's triggers (with about 13 triggers, one moves
-    it by about 8 points). fog-1 leaves for 300 s: the run measured how long it stayed in
-    its neighbours' views and how long the sends to it took to fail, which the twin
-    replays (without them it dropped none of the jobs the testbed lost)."""
+    rate within 5 points plus three of the cell's triggers (with about 13 triggers, one
+    moves it by about 8 points; the twin draws its own noise). fog-1 leaves for 300 s:
+    the run measured how long it stayed in its neighbours' views and how long the sends
+    to it took to fail, which the twin replays (without them it dropped none of the jobs
+    the testbed lost)."""
     import pandas as pd
     import yaml
 
@@ -336,7 +337,7 @@ def _the_twin_replays_it_with_what_it_measured(
     for model, seconds in mine_done.items():
         assert theirs_done.get(model, 0.0) == pytest.approx(seconds, rel=0.35), model
     assert derived["mesh_timeout_s"] > 0  # fog-1 left: how long it stayed in the views
-    band = 5.0 + 100.0 * 2 / len(rows)
+    band = 5.0 + 100.0 * 3 / len(rows)
     mine_rate = 100.0 * (rows["outcome"] == "dropped").mean()
     theirs_rate = 100.0 * (theirs["outcome"] == "dropped").mean()
     assert abs(mine_rate - theirs_rate) <= band, (mine_rate, theirs_rate)

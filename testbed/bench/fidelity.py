@@ -423,7 +423,9 @@ def run_fidelity(
         if local is not None:
             from testbed.bench.fidelity_local import twin_against_run
 
-            lines += ["", *twin_against_run(local, root / "against-local", console)]
+            # the twin's replay is kept beside the run it replays (its comparison names it)
+            replays = keep / "against-local" if keep is not None else local.parent
+            lines += ["", *twin_against_run(local, replays, console)]
         else:
             lines += ["", AGAINST_LOCAL]
         wall = time.perf_counter() - started

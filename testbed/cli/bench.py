@@ -47,6 +47,18 @@ def cmd_bench_fidelity(args: argparse.Namespace) -> int:
             "node, five edge nodes)",
             "give distinct counts from 1 to 10, e.g. --stream-counts 2,4,6,8,10",
         )
+    if args.local:  # checked before minutes of twin runs, not after
+        from testbed.experiment.run_calibration import experiment_of_run
+        from testbed.results.rundir import read_manifest
+
+        experiment_of_run(Path(args.local))
+        status = read_manifest(Path(args.local), ("status",), "give a finished run")["status"]
+        if status != "complete":
+            raise UserError(
+                f"flag --local {args.local}",
+                f"the run did not finish (status {status!r})",
+                "give a finished run of `testbed run ... --testbed local`",
+            )
     return run_fidelity(
         Path(args.experiments),
         counts,

@@ -24,15 +24,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from testbed.experiment.runner import run_experiment
 
     console = _console()
-    calibration, measured_on = _calibration_flag(args)
-    experiment = _load(Path(args.spec), args.profile, args.seed, calibration, args.scheduler)
-    if measured_on is not None:  # replay the measured run's sweep and duration
-        from testbed.experiment.runner import testbed_view
-
-        experiment = testbed_view(experiment, measured_on)
-        console.print(
-            f"calibration: {calibration} (measured by the {measured_on} run; gossip every "
-            f"{experiment.spec.gossip.interval_s:.3g} emulated s)"
+    if args.calibration_from is not None:
+        experiment = _replay(args, console)
+    else:
+        experiment = _load(
+            Path(args.spec), args.profile, args.seed, args.calibration, args.scheduler
         )
     summary = run_experiment(
         experiment,
@@ -48,24 +44,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_flag(args: argparse.Namespace) -> tuple[str | None, str | None]:
-    """The calibration file `--calibration` or `--calibration-from` names, and with the
-    latter the testbed whose run measured it."""
-    if args.calibration_from is None:
-        return args.calibration, None
-    if args.calibration is not None:
+def _replay(args: argparse.Namespace, console: Any):  # type: ignore[no-untyped-def]
+    """`--calibration-from RUN_DIR`: the twin replays that deployed run as it ran (its
+    spec with its testbed's sweep and duration, layout, seed and schedulers, from its
+    manifest) with the costs it measured."""
+    given = [
+        flag
+        for flag, value in (
+            ("--calibration", args.calibration),
+            ("--profile", args.profile),
+            ("--seed", args.seed),
+            ("--scheduler", args.scheduler),
+        )
+        if value is not None
+    ]
+    if given:
         raise UserError(
             "flag --calibration-from",
-            "is given together with --calibration",
-            "give one of them: a calibration file, or a run that measured one",
+            f"is given together with {', '.join(given)}, which the replay takes from the run",
+            "leave those out, or give --calibration FILE instead of --calibration-from",
         )
-    from testbed.experiment.run_calibration import derived_for
-    from testbed.results.rundir import read_manifest
+    if args.testbed != "twin":
+        raise UserError(
+            "flag --calibration-from",
+            f"replays a run on the twin, not on {args.testbed!r}",
+            "use --testbed twin",
+        )
+    from testbed.experiment.run_calibration import (
+        derived_for,
+        experiment_of_run,
+        with_run_calibration,
+    )
 
     run_dir = Path(args.calibration_from)
+    if not run_dir.is_dir():
+        raise UserError(
+            f"flag --calibration-from {run_dir}",
+            "is not a directory",
+            "give the directory of a finished local or OpenStack run (results/<run>)",
+        )
+    ran = experiment_of_run(run_dir)
+    named = _load(Path(args.spec), None, None)
+    if named.spec.name != ran.spec.name:
+        raise UserError(
+            f"flag --calibration-from {run_dir}",
+            f"is a run of {ran.spec.name!r}, not of {named.spec.name!r} ({args.spec})",
+            f"give a run of {args.spec}, or the spec of that run",
+        )
     path = derived_for(run_dir)
-    manifest = read_manifest(run_dir, ("testbed",), "give a finished local or OpenStack run")
-    return str(path), str(manifest["testbed"])
+    experiment = with_run_calibration(ran, path)
+    console.print(
+        f"calibration: {path} (measured by that run; seed {experiment.spec.seed}, gossip "
+        f"every {experiment.spec.gossip.interval_s:.3g} emulated s)"
+    )
+    return experiment
 
 
 def cmd_report(args: argparse.Namespace) -> int:

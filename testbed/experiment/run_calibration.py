@@ -29,14 +29,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import ValidationError
 from scipy.optimize import nnls
 
 from testbed.errors import UserError
 from testbed.experiment.run_network import NetworkLags, measure
 from testbed.results.atomic import atomic_write_text
-from testbed.results.rundir import check_tables, read_manifest
-from testbed.spec.calibration import Calibration, Gaussian, Handover, ModelCost
-from testbed.spec.experiment import ResolvedExperiment
+from testbed.results.rundir import check_tables, read_manifest, table_problem
+from testbed.spec.calibration import Calibration, Handover, ModelCost
+from testbed.spec.experiment import ExperimentSpec, ResolvedExperiment
+from testbed.spec.layout import LayoutSpec
 from testbed.spec.loader import load_calibration, with_calibrated_gossip
 
 DERIVED_NAME = "calibration-derived.yaml"
@@ -110,15 +112,16 @@ def _refit(cost: ModelCost, rows: pd.DataFrame) -> tuple[ModelCost, dict[str, An
     stop = fit_phase(rows["t_stop"].to_numpy(dtype=float), limits)
     mean_job = float(rows["t_job"].mean())
     noise_cv = min(job.residual_sd / mean_job, 10.0) if mean_job > 0 else 0.0
-    refitted = cost.model_copy(
-        update={
+    refitted = ModelCost.model_validate(
+        cost.model_dump()
+        | {
             "work_cpu_s": max(job.cpu_s, 1e-3),
             "overhead_s": job.fixed_s,
             "noise_cv": noise_cv,
             # the wall part keeps the phase's spread, never more than itself
-            "start_s": Gaussian(mean=start.fixed_s, std=min(start.residual_sd, start.fixed_s)),
+            "start_s": {"mean": start.fixed_s, "std": min(start.residual_sd, start.fixed_s)},
             "start_cpu_s": start.cpu_s,
-            "stop_s": Gaussian(mean=stop.fixed_s, std=min(stop.residual_sd, stop.fixed_s)),
+            "stop_s": {"mean": stop.fixed_s, "std": min(stop.residual_sd, stop.fixed_s)},
             "stop_cpu_s": stop.cpu_s,
         }
     )
@@ -159,8 +162,7 @@ def derive_calibration(
         fixed, per_hop = fit_handover(
             sent["t_send"].to_numpy(dtype=float), sent["hops"].to_numpy(dtype=float)
         )
-        # the per-hop part is charged per link beyond the first
-        handover = Handover(fixed_s=max(fixed - per_hop, 0.0), per_hop_s=per_hop)
+        handover = Handover(fixed_s=fixed, per_hop_s=per_hop)  # per link beyond the first
         measurements.append(
             {"handover": {"runs": len(sent), "first_hop_s": fixed, "per_extra_hop_s": per_hop}}
         )
@@ -213,7 +215,9 @@ def _time_scale(manifest: dict[str, Any]) -> tuple[float, float]:
     section = dict(manifest.get("spec", {}).get(testbed) or {})
     capabilities = dict(manifest.get("capabilities") or {})
     scale = capabilities.get("time_scale", section.get("time_scale"))
-    gossip = capabilities.get("gossip_interval_s", section.get("gossip_interval_s", 1.0))
+    gossip = capabilities.get("gossip_interval_s", section.get("gossip_interval_s")) or 1.0
+    if not isinstance(gossip, int | float) or gossip <= 0:
+        gossip = 1.0  # the agents' default, real seconds
     if not isinstance(scale, int | float) or scale <= 0:
         raise UserError(
             "manifest.json: field 'capabilities.time_scale'",
@@ -235,18 +239,33 @@ def write_derived(run_dir: Path) -> Path:
     if manifest.get("status") != "complete":
         raise UserError(str(run_dir), f"did not finish (status {manifest.get('status')!r})", _FIX)
     check_tables(run_dir, manifest)
-    triggers = pd.read_parquet(run_dir / "tables" / "triggers.parquet")
+    table = run_dir / "tables" / "triggers.parquet"
+    try:
+        triggers = pd.read_parquet(table)
+    except (OSError, ValueError) as error:
+        raise table_problem(table, error) from None
     scale, gossip = _time_scale(manifest)
-    base = Calibration.model_validate(manifest["calibration"])
-    derived = derive_calibration(
-        triggers,
-        base,
-        time_scale=scale,
-        gossip_real_s=gossip,
-        run_name=run_dir.name,
-        testbed=str(manifest["testbed"]),
-        network=measure(run_dir),
-    )
+    again = "rerun the experiment with this version of the harness"
+    try:
+        base = Calibration.model_validate(manifest["calibration"])
+    except ValidationError as error:
+        raise UserError(
+            f"{run_dir / 'manifest.json'}: field 'calibration'", _first(error), again
+        ) from None
+    try:
+        derived = derive_calibration(
+            triggers,
+            base,
+            time_scale=scale,
+            gossip_real_s=gossip,
+            run_name=run_dir.name,
+            testbed=str(manifest["testbed"]),
+            network=measure(run_dir),
+        )
+    except ValidationError as error:  # a fitted cost outside what a calibration allows
+        raise UserError(
+            str(run_dir), f"its measured costs make no valid calibration: {_first(error)}", again
+        ) from None
     text = yaml.safe_dump(derived.model_dump(mode="json", exclude_none=True), sort_keys=False)
     path = run_dir / DERIVED_NAME
     header = (
@@ -258,11 +277,47 @@ def write_derived(run_dir: Path) -> Path:
 
 
 def derived_for(run_dir: Path) -> Path:
-    """The run's derived calibration, written first if the run has none yet."""
+    """The run's derived calibration, derived afresh (it is cheap, and a file written by
+    an older version of the harness may lack what this one measures)."""
     if not run_dir.is_dir():
         raise UserError(f"flag --calibration-from {run_dir}", "is not a directory", _FIX)
-    path = run_dir / DERIVED_NAME
-    return path if path.is_file() else write_derived(run_dir)
+    return write_derived(run_dir)
+
+
+def _first(error: ValidationError) -> str:
+    problem = error.errors()[0]
+    where = ".".join(str(part) for part in problem.get("loc", ()))
+    return f"{where}: {problem.get('msg')}" if where else str(problem.get("msg"))
+
+
+def experiment_of_run(run_dir: Path) -> ResolvedExperiment:
+    """The experiment exactly as a deployed run ran it: spec (its testbed's sweep and
+    duration applied, its seed), layout and calibration from its manifest, which is also
+    what the replay names as its files."""
+    manifest = read_manifest(run_dir, ("spec", "layout", "calibration", "testbed"), _FIX)
+    if manifest["testbed"] == "twin":
+        raise UserError(str(run_dir), "is a twin run: compare the twin with a testbed's run", _FIX)
+    here = (run_dir / "manifest.json").resolve()
+    again = "rerun the experiment with this version of the harness"
+    parts: dict[str, Any] = {}
+    for field, model in (
+        ("spec", ExperimentSpec),
+        ("layout", LayoutSpec),
+        ("calibration", Calibration),
+    ):
+        try:
+            parts[field] = model.model_validate(manifest[field])
+        except ValidationError as error:
+            raise UserError(f"{here}: field '{field}'", _first(error), again) from None
+    return ResolvedExperiment(
+        spec=parts["spec"],
+        layout=parts["layout"],
+        calibration=parts["calibration"],
+        spec_path=here,
+        layout_path=here,
+        calibration_path=here,
+        profile=manifest.get("profile"),
+    )
 
 
 def with_run_calibration(experiment: ResolvedExperiment, path: Path) -> ResolvedExperiment:

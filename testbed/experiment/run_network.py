@@ -20,7 +20,10 @@ from typing import Any
 
 from testbed.results.rundir import parse_log
 
-_REFUSED = "refused"  # the host answered, its agent is gone: agent-down, not unreachable
+_SENDS = ("SendTo", "Forward")
+_ANSWERED = ("refused", "rejected", "http error")
+"""Errors where the other side answered: its agent is gone (agent-down) or it refused the
+job; neither is a send into a mesh that no longer reaches the node."""
 
 
 @dataclass(frozen=True)
@@ -35,20 +38,24 @@ class NetworkLags:
 
 
 def failed_send_lags(events: Iterable[Mapping[str, Any]]) -> list[float]:
-    """Seconds from each `decided` event to the `error` its send ended in, on the same
-    node and trigger; refused connections (an agent that is down) are left out."""
+    """Seconds from each decision to send a job on (`SendTo` or `Forward`) to the `error`
+    that send ended in, on the same node and trigger. Left out: refused connections (an
+    agent that is down), refusals by the receiver (HTTP 4xx: it answered), and errors
+    after other decisions (a training that failed where it ran)."""
     decided: dict[tuple[str, str], float] = {}
     lags: list[float] = []
     for event in sorted(events, key=lambda e: float(e.get("at", 0.0))):
         key = (str(event.get("node")), str(event.get("trigger")))
         if event.get("kind") == "decided":
-            decided[key] = float(event["at"])
-        elif (
-            event.get("kind") == "error"
-            and key in decided
-            and _REFUSED not in str(event.get("error", "")).lower()
-        ):
-            lags.append(float(event["at"]) - decided.pop(key))
+            if event.get("decision") in _SENDS:
+                decided[key] = float(event["at"])
+            else:
+                decided.pop(key, None)
+        elif event.get("kind") == "error" and key in decided:
+            sent_at = decided.pop(key)
+            error = str(event.get("error", "")).lower()
+            if not any(answered in error for answered in _ANSWERED):
+                lags.append(float(event["at"]) - sent_at)
     return lags
 
 
@@ -67,7 +74,7 @@ def left_in_view_lags(
         (float(e["at"]), str(e["detail"]["node"]))
         for e in events
         if e.get("kind") == "decided"
-        and e.get("decision") in ("SendTo", "Forward")
+        and e.get("decision") in _SENDS
         and isinstance(e.get("detail"), Mapping)
         and e["detail"].get("node")
     ]

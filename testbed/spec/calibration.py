@@ -77,13 +77,17 @@ class ModelCost(_Strict):
 
 
 class Handover(_Strict):
-    """What handing a job's samples to its executing node costs beyond the modelled link
-    latency and size / bandwidth: on a deployed testbed an HTTP request through the mesh and
-    a file write, measured per run (`calibration-derived.yaml`)."""
+    """What handing a job's samples to its executing node took on a deployed testbed (an
+    HTTP request through the mesh and a file write), measured per run
+    (`calibration-derived.yaml`); the twin adds it to its modelled latency and size /
+    bandwidth, which the measurement also holds (a small part of it: 0.05 of 6-12
+    emulated s on the local testbed)."""
 
-    fixed_s: Seconds = Field(default=0.0, description="emulated seconds per hand-over")
+    fixed_s: Seconds = Field(
+        default=0.0, description="emulated seconds of a hand-over to a direct neighbour"
+    )
     per_hop_s: Seconds = Field(
-        default=0.0, description="emulated seconds added per hop between source and target"
+        default=0.0, description="emulated seconds added per further hop to the target"
     )
 
 

@@ -298,14 +298,14 @@ class TwinCell(CellViews):
             t_send = latency + payload * 8.0 / (bandwidth * 1e6)
             handover = self.x.calibration.handover_s
             if handover is not None:  # measured on a deployed testbed (run-derived)
-                t_send += handover.fixed_s + handover.per_hop_s * len(pairs)
+                t_send += handover.fixed_s + handover.per_hop_s * (len(pairs) - 1)
         work_m_s, memory = draw.work_m_s, draw.memory_mb
         start_wall, stop_wall = draw.start_s, draw.stop_s
 
         yield self.env.timeout(decided + t_send)
         node = self.nodes[target]
-        if not node.alive:
-            yield self.env.timeout(self._failed_send_s())
+        if not node.alive:  # the measured failure time counts from the decision
+            yield self.env.timeout(max(0.0, self._failed_send_s() - (decided + t_send)))
             return self._lost(state, row, placement, DropReason.UNREACHABLE)
         if not node.agent_up or not self.nodes[job.source].agent_up:
             # no agent takes the job, or the source's agent cannot hand over the samples

@@ -234,7 +234,7 @@ def build_problem(cell: TwinCell) -> OfflineProblem:
                 transfer = payload * 8.0 / (bandwidth * 1e6)
                 handover = cell.x.calibration.handover_s
                 if handover is not None:  # as the twin's cells send (run-derived)
-                    transfer += handover.fixed_s + handover.per_hop_s * len(pairs)
+                    transfer += handover.fixed_s + handover.per_hop_s * (len(pairs) - 1)
                 send_lo, send_hi = lo / 1000.0 + transfer, hi / 1000.0 + transfer
             rate = min(1000.0 * cost.threads, capacity[node])
             arrive_max = retry_max + los.max_hops * link_max / 1000.0 + send_hi

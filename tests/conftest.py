@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 from typing import NoReturn
@@ -47,7 +49,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # runs in tests never read a user's fetched CityPulse cache (`testbed data fetch`):
     # they read the sample (LOS_CITYPULSE_DIR / ../shared) or synthetic data, as in CI
     if "LOS_DATA_DIR" not in os.environ:
-        os.environ["LOS_DATA_DIR"] = tempfile.mkdtemp(prefix="los-empty-data-cache-")
+        empty = tempfile.mkdtemp(prefix="los-empty-data-cache-")
+        os.environ["LOS_DATA_DIR"] = empty
+        atexit.register(shutil.rmtree, empty, True)
     config.addinivalue_line(
         "markers",
         "prerequisite(what, missing, reason): skip if missing; fail if LOS_REQUIRE_... is 1",

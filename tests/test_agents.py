@@ -337,7 +337,8 @@ def _the_twin_replays_it_with_what_it_measured(
     theirs_done = theirs[theirs["outcome"] == "executed"].groupby("model")["t_complete"].mean()
     for model, seconds in mine_done.items():
         assert theirs_done.get(model, 0.0) == pytest.approx(seconds, rel=0.35), model
-    assert derived["mesh_timeout_s"] > 0  # fog-1 left: how long it stayed in the views
+    if (rows["drop_reason"] == "unreachable").any():  # a job was sent to fog-1 after it left
+        assert derived["mesh_timeout_s"] > 0  # how long fog-1 stayed in the views
     band = 5.0 + 100.0 * 3 / len(rows)
     mine_rate = 100.0 * (rows["outcome"] == "dropped").mean()
     theirs_rate = 100.0 * (theirs["outcome"] == "dropped").mean()

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pandas as pd
@@ -110,10 +111,10 @@ def test_report_can_be_redrawn_from_the_directory_alone(
     assert pd.read_parquet(copy / "tables" / "triggers.parquet").shape[0] > 0
 
 
-@pytest.mark.parametrize("experiment", list(FIGURES))
-def test_the_notebook_runs_on_a_run(runs: dict[str, Path], experiment: str) -> None:
-    notebook = nbformat.read(REPO / "analysis" / "notebooks" / "explore-run.ipynb", as_version=4)
-    os.environ["LOS_RUN_DIR"] = str(runs[experiment])
+def _execute(name: str, variable: str, value: str) -> list[Any]:
+    """Run a notebook of analysis/notebooks with `variable` set to `value`; its outputs."""
+    notebook = nbformat.read(REPO / "analysis" / "notebooks" / name, as_version=4)
+    os.environ[variable] = value
     try:
         NotebookClient(
             notebook,
@@ -122,8 +123,13 @@ def test_the_notebook_runs_on_a_run(runs: dict[str, Path], experiment: str) -> N
             resources={"metadata": {"path": str(REPO)}},
         ).execute()
     finally:
-        del os.environ["LOS_RUN_DIR"]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+        del os.environ[variable]
+    return [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+
+
+@pytest.mark.parametrize("experiment", list(FIGURES))
+def test_the_notebook_runs_on_a_run(runs: dict[str, Path], experiment: str) -> None:
+    outputs = _execute("explore-run.ipynb", "LOS_RUN_DIR", str(runs[experiment]))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     assert len(images) == len(FIGURES[experiment])
@@ -137,18 +143,7 @@ def test_the_compare_notebook_runs_on_several_runs(runs: dict[str, Path], tmp_pa
     assert main([*args, "--results", str(other)]) == 0
     (second,) = other.iterdir()
     listed = [runs["los-scheduling"], second, runs["resource-optimization"]]
-    notebook = nbformat.read(REPO / "analysis" / "notebooks" / "compare-runs.ipynb", as_version=4)
-    os.environ["LOS_RUNS"] = os.pathsep.join(str(p) for p in listed)
-    try:
-        NotebookClient(
-            notebook,
-            timeout=300,
-            kernel_name="python3",
-            resources={"metadata": {"path": str(REPO)}},
-        ).execute()
-    finally:
-        del os.environ["LOS_RUNS"]
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    outputs = _execute("compare-runs.ipynb", "LOS_RUNS", os.pathsep.join(map(str, listed)))
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
     # Fig. 7 and Fig. 6 over the runs, each scheduling run's Fig. 6 and 7, Fig. 5 over runs

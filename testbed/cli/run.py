@@ -37,6 +37,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         fresh=args.fresh,
         console=console,
         testbed_options=_testbed_options(args),
+        jobs=args.jobs,
+        cluster=args.cluster,
     )
     if not args.no_report:
         report_run(summary.path, console)
@@ -179,6 +181,8 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         options,
         console,
         fresh=args.fresh,
+        jobs=args.jobs,
+        cluster=args.cluster,
     )
     for line in paper.lines:
         print(line)
@@ -188,6 +192,21 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         for figure in sorted((path / "figures").glob("*.png")):
             print(f"  {figure}")
     return 0
+
+
+def _jobs_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="worker processes for the twin's cells (default: one per core); deployed "
+        "testbeds run one cell at a time",
+    )
+    parser.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the twin's cells on this Dask scheduler's workers, e.g. tcp://10.0.0.5:8786",
+    )
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -214,6 +233,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--results", default="results", help="where run directories go")
     run.add_argument("--fresh", action="store_true", help="never resume an unfinished run")
     run.add_argument("--no-report", action="store_true", help="skip figures and report")
+    _jobs_flag(run)
     _provider_flags(run)
     run.set_defaults(func=cmd_run)
 
@@ -247,4 +267,5 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     experiment.add_argument(
         "--fresh", action="store_true", help="never resume unfinished runs (make FRESH=1)"
     )
+    _jobs_flag(experiment)
     experiment.set_defaults(func=cmd_experiment)

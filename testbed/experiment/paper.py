@@ -63,6 +63,8 @@ def run_paper_experiments(
     testbed_options: Callable[[], dict[str, Any] | None],
     console: Console,
     fresh: bool = False,
+    jobs: int | None = None,
+    cluster: str | None = None,
 ) -> PaperRun:
     """Both experiments of `experiments` on `testbed` (a registered provider),
     `testbed_options()` giving each run's provider options (None for a provider without
@@ -96,6 +98,8 @@ def run_paper_experiments(
                 fresh=fresh,
                 console=console,
                 testbed_options=options,
+                jobs=jobs,
+                cluster=cluster if provider is not None and provider.parallel_cells else None,
             )
             report_run(summary.path, console)
             paper.lines.append(summary.line(experiment.spec.name, testbed))
@@ -114,6 +118,8 @@ def run_paper_experiments(
                     results,
                     fresh=fresh,
                     console=console,
+                    jobs=jobs,
+                    cluster=cluster,
                 )
                 report_run(twin.path, console)
                 paper.lines.append(twin.line(experiment.spec.name, "twin"))

@@ -19,8 +19,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from testbed.cells.cell import plan_cells
+from testbed.cells.cell import Cell, plan_cells
 from testbed.errors import UserError
+from testbed.experiment.cell_pool import (
+    check_jobs,
+    default_jobs,
+    provider_testbed,
+    run_pooled,
+    run_serial,
+)
 from testbed.los.schedulers import twin_only
 from testbed.network.cost import RouteCost, network_table, with_network_cost
 from testbed.network.topology import build_topology
@@ -76,6 +83,18 @@ class RunSummary:
             f"{experiment} on {testbed}: {self.cells} cells{resumed}, {self.triggers:,} "
             f"triggers, {rates} -> {self.path} ({self.wall_s:.1f} s)"
         )
+
+
+@dataclass(frozen=True)
+class CellPool:
+    """What worker processes need to build the testbed themselves, and how many run."""
+
+    testbed: str
+    experiment: ResolvedExperiment
+    options: Mapping[str, Any] | None
+    jobs: int
+    cluster: str | None = None
+    """A Dask scheduler's address: its workers run the cells instead of local processes."""
 
 
 def identity_of(experiment: ResolvedExperiment, testbed: str) -> dict[str, Any]:
@@ -183,17 +202,40 @@ def run_experiment(
     console: Console | None = None,
     clock: Clock = utc_now,
     testbed_options: Mapping[str, Any] | None = None,
+    jobs: int | None = 1,
+    cluster: str | None = None,
 ) -> RunSummary:
+    """Runs the cells `experiment` plans that `results_root`'s matching run lacks (all of
+    them in a new run directory if `fresh` or none matches). `jobs` worker processes run
+    them where the testbed's cells share nothing (the twin; None: one per core); other
+    testbeds run them one at a time. `cluster`: the address of a Dask scheduler whose
+    workers run the twin's cells instead."""
     console = console or Console(stderr=True)
+    given = jobs is not None
+    jobs = check_jobs(jobs) if jobs is not None else default_jobs()
     started = time.perf_counter()
     refuse_twin_only(experiment, testbed)
     provider = providers.find(testbed)  # an unknown name: make_testbed says so
+    parallel = provider is not None and provider.parallel_cells
+    if cluster is not None and provider is not None and not parallel:
+        raise UserError(
+            f"flag --cluster {cluster}",
+            f"runs cells that share nothing (the twin's); {testbed} is one testbed whose "
+            "cells run one at a time",
+            "leave --cluster out, or use --testbed twin",
+        )
     if provider is not None and provider.check is not None:  # before anything is provisioned
         provider.check(experiment)
     experiment = testbed_view(experiment, testbed)
     bed = make_testbed(testbed, experiment, testbed_options)
+    pool = None
+    if jobs > 1 or cluster is not None:
+        if parallel:
+            pool = CellPool(testbed, experiment, testbed_options, jobs, cluster)
+        elif given:
+            console.print(f"{testbed} runs its cells one at a time (one testbed): --jobs ignored")
     try:
-        return _run(experiment, bed, results_root, fresh, console, clock, started)
+        return _run(experiment, bed, results_root, fresh, console, clock, started, pool)
     finally:
         close = getattr(bed, "close", None)
         if close is not None:
@@ -208,6 +250,7 @@ def _run(
     console: Console,
     clock: Clock,
     started: float,
+    pool: CellPool | None = None,
 ) -> RunSummary:
     spec = experiment.spec
     store, resumed = RunStore.open(
@@ -245,15 +288,32 @@ def _run(
         TimeRemainingColumn(),
         TextColumn("{task.fields[cell]}"),
     )
+    todo = [cell for cell in cells if cell.id not in done]
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(f"{spec.name} on {bed.name}", total=len(cells), cell="")
-        progress.update(task, completed=len([c for c in cells if c.id in done]))
-        for cell in cells:
-            if cell.id in done:
-                continue
-            progress.update(task, cell=cell.id)
-            t0 = time.perf_counter()
-            outcome = bed.run_cell(cell)
+        progress.update(task, completed=len(cells) - len(todo))
+        if pool is not None and pool.cluster is not None and todo:
+            from testbed.experiment.cell_cluster import run_on_cluster
+
+            progress.update(task, cell=f"on {pool.cluster}")
+            store.append_event("cells-cluster", address=pool.cluster, cells=len(todo))
+            make = provider_testbed(pool.testbed, pool.experiment, pool.options)
+            finished = run_on_cluster(pool.cluster, make, todo)
+        elif pool is not None and len(todo) > 1:
+            workers = min(pool.jobs, len(todo))
+            progress.update(task, cell=f"{workers} worker processes")
+            store.append_event("cells-pool", workers=workers, cells=len(todo))
+
+            def restarted(again: list[Cell], why: str) -> None:
+                console.print(f"a worker process died ({why}): {len(again)} cells run again")
+                store.append_event("cells-pool-restarted", cells=[c.id for c in again], why=why)
+
+            make = provider_testbed(pool.testbed, pool.experiment, pool.options)
+            finished = run_pooled(make, todo, pool.jobs, restarted)
+        else:
+            finished = run_serial(bed, todo, lambda cell: progress.update(task, cell=cell.id))
+        for result in finished:
+            cell, outcome = result.cell, result.outcome
             frame = with_network_cost(triggers_frame(outcome.rows), costs, calibration, samples)
             executed = int((frame["outcome"] == "executed").sum())
             record = {
@@ -265,7 +325,7 @@ def _run(
                 "executed": executed,
                 "dropped": len(frame) - executed,
                 "sim_seconds": outcome.sim_seconds,
-                "wall_seconds": round(time.perf_counter() - t0, 4),
+                "wall_seconds": result.wall_seconds,
                 "world_events": outcome.events,
             }
             # the record (report flags: optimum proven, host saturated) lands with the

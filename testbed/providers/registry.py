@@ -28,6 +28,8 @@ class Provider:
     """The testbed for an experiment (already in its `view`), given the provider's options."""
     global_view: bool = False
     """Runs the schedulers with global knowledge and the offline optimum (the twin only)."""
+    parallel_cells: bool = False
+    """Its cells share nothing and may run in worker processes at once (`--jobs`)."""
     deployed: bool = False
     """Real nodes: `testbed experiment` runs the twin on the same spec after it, to compare."""
     view: Callable[[ResolvedExperiment], ResolvedExperiment] | None = None

@@ -20,6 +20,10 @@ from testbed.providers.openstack.plan import ProvisionPlan
 KINDS = ("servers", "ports", "subnets", "networks", "security_groups", "keypairs", "flavors")
 
 
+API_TIMEOUT_S = 120
+"""Seconds one API request may take before it fails (a slow box answers in well under)."""
+
+
 def connect(cloud: str) -> Any:
     import openstack
     from openstack import exceptions
@@ -28,7 +32,9 @@ def connect(cloud: str) -> Any:
     logging.getLogger("keystoneauth").setLevel(logging.ERROR)
 
     try:
-        conn = openstack.connect(cloud=cloud)
+        # a hung API worker must fail the call, not hang the run (the box's keystone
+        # once deadlocked a worker: every request sent to it waited forever)
+        conn = openstack.connect(cloud=cloud, api_timeout=API_TIMEOUT_S)
         conn.authorize()
     except exceptions.ConfigException as err:
         raise UserError(

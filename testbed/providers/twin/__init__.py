@@ -17,4 +17,4 @@ def _make(experiment: ResolvedExperiment, options: Mapping[str, Any]) -> Testbed
     return TwinTestbed(experiment)
 
 
-PROVIDER = register(Provider(name="twin", make=_make, global_view=True))
+PROVIDER = register(Provider(name="twin", make=_make, global_view=True, parallel_cells=True))

@@ -89,13 +89,16 @@ bg() { # name user cmd...  (the command is kept in $RUN/NAME.cmd for `health`)
   fi
   echo $! > $RUN/$name.pid; echo "started $name pid $(cat $RUN/$name.pid)"
 }
+# One thread per uwsgi worker: the APIs are eventlet-patched, and a threaded worker
+# deadlocks for good on "greenlet.error: cannot switch to a different thread" (seen here:
+# keystone then holds every request sent to that worker, and clients without a timeout hang).
 uw() { # name user port wsgi-file [extra ini from debian]
   local name=$1 user=$2 port=$3 wsgi=$4 ini=$5
   grep -vE '^\s*(processes|threads|plugins|apparmor-profile|logto)\s*=' $ini > $RUN/$name-uwsgi.ini
   cat >> $RUN/$name-uwsgi.ini <<U
 plugins = python3
-processes = ${UW_PROCESSES:-2}
-threads = ${UW_THREADS:-4}
+processes = ${UW_PROCESSES:-4}
+threads = ${UW_THREADS:-1}
 http-socket = 127.0.0.1:$port
 logto = $LOG/$name.log
 U
@@ -417,6 +420,13 @@ phase_health() { # restart whatever died, in dependency order, then wait for the
     bg rabbitmq rabbitmq /usr/sbin/rabbitmq-server; waitport 5672
     rabbitmqctl -n rabbit@localhost await_startup >/dev/null 2>&1 || true
   fi
+  for ini in $RUN/*-uwsgi.ini; do # a box configured with threaded workers (see uw)
+    [ -f "$ini" ] || continue
+    grep -qE '^threads = ([2-9]|[1-9][0-9])' "$ini" || continue
+    n=$(basename "$ini" -uwsgi.ini); echo "$n: one thread per worker (restarts it)"
+    sed -i -E 's/^threads = .*/threads = 1/; s/^processes = .*/processes = 4/' "$ini"
+    [ -f $RUN/$n.pid ] && { kill -9 -- -"$(cat $RUN/$n.pid)" 2>/dev/null || true; }
+  done
   for sp in $SERVICES; do
     n=${sp%%:*}; port=${sp##*:}
     alive $n && listening $port && continue

@@ -1,0 +1,164 @@
+"""Where a run's cells execute: one after another in this process, or spread over a pool
+of worker processes, each of which builds the testbed once and runs whole cells.
+
+Every cell draws from its own seeds (`cells.cell.cell_seeds`), so where and in which
+order it runs changes none of its rows: the run's tables are the same bytes serial or
+parallel. Only testbeds whose cells share nothing (the twin) run in a pool; a deployed
+testbed is one set of machines and runs its cells one at a time.
+
+A worker that dies mid-cell (killed, out of memory) breaks the pool; the cells it had not
+returned are run again in a new pool, each at most `RETRIES` more times, and the cells
+already returned are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+from testbed.cells.cell import Cell
+from testbed.cells.outcome import CellOutcome
+from testbed.errors import UserError
+from testbed.providers.base import Testbed
+from testbed.spec.experiment import ResolvedExperiment
+
+RETRIES = 2
+"""How many more times a cell runs after the worker running it died."""
+
+
+@dataclass(frozen=True)
+class CellDone:
+    """One cell's outcome and the wall seconds it took where it ran."""
+
+    cell: Cell
+    outcome: CellOutcome
+    wall_seconds: float
+
+
+def default_jobs() -> int:
+    """The cores this process may use (its CPU affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def check_jobs(jobs: int) -> int:
+    if jobs < 1:
+        raise UserError("flag --jobs", f"is {jobs}", "give 1 or more worker processes")
+    return jobs
+
+
+def run_serial(
+    bed: Testbed, cells: Iterable[Cell], starting: Callable[[Cell], None] | None = None
+) -> Iterator[CellDone]:
+    """The cells one after another on `bed`, in order (`starting` is told of each)."""
+    for cell in cells:
+        if starting is not None:
+            starting(cell)
+        t0 = time.perf_counter()
+        outcome = bed.run_cell(cell)
+        yield CellDone(cell, outcome, round(time.perf_counter() - t0, 4))
+
+
+# --- the pool ------------------------------------------------------------------------------
+_WORKER_BED: Testbed | None = None
+
+
+def _start_worker(make: Callable[[], Testbed]) -> None:
+    """Runs once in each worker: builds its testbed (the twin's world model)."""
+    global _WORKER_BED
+    _WORKER_BED = make()
+
+
+def provider_testbed(
+    testbed: str, experiment: ResolvedExperiment, options: Mapping[str, Any] | None
+) -> Callable[[], Testbed]:
+    """What a worker calls to build provider `testbed`'s testbed for `experiment` (a
+    picklable callable: it travels to the worker)."""
+    from testbed.providers import make_testbed
+
+    return functools.partial(make_testbed, testbed, experiment, dict(options or {}))
+
+
+def _run_in_worker(cell: Cell) -> tuple[CellOutcome, float]:
+    assert _WORKER_BED is not None, "the worker was not started by _start_worker"
+    t0 = time.perf_counter()
+    outcome = _WORKER_BED.run_cell(cell)
+    return outcome, round(time.perf_counter() - t0, 4)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Ends the pool's worker processes now (their cells are abandoned): a pool shut down
+    with cells running would otherwise wait for them. Only this pool's own processes."""
+    processes = getattr(pool, "_processes", None) or {}  # pid -> Process (no public API)
+    for process in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            process.kill()
+
+
+def run_pooled(
+    make: Callable[[], Testbed],
+    cells: list[Cell],
+    jobs: int,
+    on_restart: Callable[[list[Cell], str], None] | None = None,
+) -> Iterator[CellDone]:
+    """The cells on `jobs` worker processes, each of which builds its testbed once with
+    `make` (picklable, e.g. `provider_testbed(...)`); each cell is yielded as it finishes
+    (in no fixed order). A pool broken by a dead worker is replaced and its unfinished cells rerun
+    (`on_restart` is told which and why); a cell whose worker dies more than `RETRIES`
+    times more raises RuntimeError."""
+    pending = list(cells)
+    tries = dict.fromkeys((c.id for c in cells), 0)
+    # forkserver: workers start from a clean interpreter, not a copy of this process's
+    # threads (progress bar, SSH sessions) and locks
+    context = multiprocessing.get_context("forkserver")
+    while pending:
+        pool = ProcessPoolExecutor(
+            max_workers=min(jobs, len(pending)),
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(make,),
+        )
+        broken: BaseException | None = None
+        complete = False
+        try:
+            running: dict[Future[tuple[CellOutcome, float]], Cell] = {
+                pool.submit(_run_in_worker, cell): cell for cell in pending
+            }
+            while running and broken is None:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    cell = running.pop(future)
+                    try:
+                        outcome, wall = future.result()
+                    except BrokenProcessPool as error:
+                        broken = error
+                        continue
+                    pending.remove(cell)
+                    yield CellDone(cell, outcome, wall)
+            complete = True
+        finally:
+            if not complete:  # broken, or the caller stopped early (Ctrl-C, an error)
+                _stop_workers(pool)
+            pool.shutdown(wait=complete, cancel_futures=True)
+        if broken is None:
+            continue
+        # the pool broke (a worker died): every cell not returned runs again, in a new pool
+        for cell in pending:
+            tries[cell.id] += 1
+            if tries[cell.id] > RETRIES:
+                raise RuntimeError(
+                    f"cell {cell.id}: a worker process died each of the {tries[cell.id]} "
+                    f"times it ran ({broken}); run it alone (--jobs 1) to see why"
+                )
+        if on_restart is not None:
+            on_restart(list(pending), str(broken) or type(broken).__name__)

@@ -14,8 +14,10 @@ from testbed.flags import number
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from testbed.bench.paper import run_bench
+    from testbed.experiment.cell_pool import check_jobs, default_jobs
 
-    return run_bench(Path(args.experiments), Path(args.results) if args.results else None)
+    jobs = check_jobs(args.jobs) if args.jobs is not None else default_jobs()
+    return run_bench(Path(args.experiments), Path(args.results) if args.results else None, jobs)
 
 
 def cmd_bench_schedulers(args: argparse.Namespace) -> int:
@@ -172,6 +174,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     bench = sub.add_parser("bench", help="full paper protocol on the twin: speed and memory")
     bench.add_argument("--experiments", default=str(EXPERIMENTS_DIR))
     bench.add_argument("--results", help="keep the run directories here (default: a temp dir)")
+    bench.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="also run it on N worker processes and print the speed-up (default: one per "
+        "core; 1: serial only)",
+    )
     bench.set_defaults(func=cmd_bench)
 
     bench_s = sub.add_parser(

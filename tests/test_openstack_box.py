@@ -67,6 +67,22 @@ def _cli(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _openstack_cli(*args: str) -> Any:
+    """What `.venv/bin/openstack --os-cloud osbox ARGS` prints, parsed as JSON."""
+    import json
+
+    client = Path(sys.executable).parent / "openstack"
+    result = subprocess.run(
+        [str(client), "--os-cloud", BOX_CLOUD, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout)
+
+
 def _up(tid: str) -> list[str]:
     return ["up", "--id", tid, "--image", BOX_IMAGE]
 
@@ -200,6 +216,14 @@ def test_the_paper_layout_converges_after_a_killed_run_and_tears_down_to_nothing
         macs = {p.mac_address for p in conn.network.ports(device_id=server.id)}
         assert {p["mac"] for p in hosts[node]["mesh_ports"]} <= macs
     assert set(inventory["all"]["children"]["gateways"]["hosts"]) == {"fog-1", "edge-5"}
+    # the user's own client (python-openstackclient, in the lock) sees the same servers,
+    # states and management addresses as the harness's inventory
+    listed = _openstack_cli("server", "list", "--name", f"^{tid}-", "-f", "json")
+    assert sorted(s["Name"] for s in listed) == sorted(f"{tid}-{n}" for n in topology.nodes)
+    assert {s["Status"] for s in listed} == {"ACTIVE"}
+    for entry in listed:
+        node = entry["Name"].removeprefix(f"{tid}-")
+        assert hosts[node]["ansible_host"] in entry["Networks"][mgmt], entry
     config = (state / tid / "ssh_config").read_text()
     assert config.count("\nHost ") + config.startswith("Host ") == 15
 

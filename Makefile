@@ -24,7 +24,7 @@ KEEP ?=
 FRESH ?=
 RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 
-.PHONY: install system-packages test-packages experiment test lint bench calibrate lock clean openstack-box \
+.PHONY: install system-packages test-packages experiment test lint bench calibrate lock clean openstack-box guest-image \
 	bench-openstack bench-fidelity
 
 # Debian packages the local testbed uses: namespaces and links (iproute2), the mesh
@@ -75,6 +75,17 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 experiment: $(if $(filter twin openstack,$(TESTBED)),,system-packages) $(STAMP)
 	$(BIN)/testbed experiment --profile $(PROFILE) --testbed $(TESTBED) $(if $(FRESH),--fresh,) \
 		$(if $(filter openstack,$(TESTBED)),$(RUN_FLAGS),)
+
+# The node image for real guests (QEMU here, or any OpenStack cloud): Debian 12 from
+# Debian packages only, cached by the hash of its recipe (~/.cache/los-testbed/images,
+# LOS_IMAGE_DIR); installs the build's and QEMU's Debian packages first (root).
+GUEST_PACKAGES := mmdebstrap grub-pc-bin qemu-utils fdisk e2fsprogs qemu-system-x86 mtools dosfstools
+guest-image: $(STAMP)
+	@if [ "$$(id -u)" = 0 ]; then \
+	  missing=$$(for p in $(GUEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq --no-install-recommends $$missing; fi; fi
+	$(BIN)/testbed guest-image
 
 # A real OpenStack control plane on this machine (root, Debian 12; ~7 min, ~3 GB): the
 # cloud `osbox` in ~/.config/openstack/clouds.yaml, for trying the OpenStack testbed

@@ -24,6 +24,7 @@ REQUIRE = {
     "local-testbed": "LOS_REQUIRE_LOCAL_TESTBED",
     "citypulse": "LOS_REQUIRE_CITYPULSE",
     "openstack-box": "LOS_REQUIRE_OPENSTACK_BOX",
+    "guests": "LOS_REQUIRE_GUESTS",
 }
 """Each prerequisite and the variable that, set to 1, makes its absence a failure."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from testbed.cli import bench, lifecycle, node, run
+from testbed.cli import bench, guests, lifecycle, node, run
 from testbed.cli.common import _console, _OneLineParser, _print_error
 from testbed.errors import UserError
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_parsers(sub)  # data check, replay, predict, cgroup-join
     lifecycle.add_parsers(sub)  # up, down, bench-openstack, openstack-box
     bench.add_calibrate_parser(sub)  # calibrate
+    guests.add_parsers(sub)  # guest-image
     return parser
 
 

@@ -51,6 +51,7 @@ class NetemTarget:
     interface: str
     side: Side  # egress: the node's own end; ingress: the fabric end towards the node
     share_ms: float  # the part of the base latency this end carries
+    drift_factor: float = 1.0  # how many times this end carries its node's drift
 
     @property
     def key(self) -> tuple[str, str]:
@@ -120,9 +121,14 @@ HOST_NAMESPACE = ""  # a target in the machine's own network namespace (a VM's i
 def node_targets(node: str, interfaces: Iterable[tuple[str, str]]) -> tuple[NetemTarget, ...]:
     """The targets of one node that is a machine of its own (a cloud VM): the egress of
     each of its mesh interfaces, given as (network, interface). The real network carries
-    the base latency, so only the node's drift is added (no share of the base)."""
+    the base latency, so only the node's drift is added (no share of the base), and
+    twice: a link's one-way latency is its base plus the drift of *both* ends, and a VM
+    has no fabric end to delay what it receives, so its egress carries its part of both
+    directions. Round trips come out as the layout says (2 x (base + d_a + d_b)); one-way
+    delays are not split evenly between the two directions (found on booted guests:
+    with the drift once, every RTT was half the layout's)."""
     targets = tuple(
-        NetemTarget(node, network, HOST_NAMESPACE, interface, "egress", 0.0)
+        NetemTarget(node, network, HOST_NAMESPACE, interface, "egress", 0.0, drift_factor=2.0)
         for network, interface in interfaces
     )
     if len({t.interface for t in targets}) != len(targets):
@@ -133,7 +139,8 @@ def node_targets(node: str, interfaces: Iterable[tuple[str, str]]) -> tuple[Nete
 def target_delay_ms(target: NetemTarget, drift: DriftTimeline, t: float) -> float:
     """The delay the target's qdisc should have at time t (microsecond resolution, never
     negative)."""
-    return round(max(0.0, target.share_ms + drift.node_delay_ms(target.node, t)), 3)
+    drift_ms = target.drift_factor * drift.node_delay_ms(target.node, t)
+    return round(max(0.0, target.share_ms + drift_ms), 3)
 
 
 def _op(

@@ -1,4 +1,5 @@
-"""Errors caused by user input: printed as one line by the CLI, never as a traceback."""
+"""Errors the CLI prints as one line, never as a traceback: mistakes in user input, and
+work the harness ran that failed (what failed, and where its log is)."""
 
 from __future__ import annotations
 
@@ -14,3 +15,8 @@ class UserError(Exception):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class ExecutionFailed(RuntimeError):
+    """Something the harness ran failed (a worker process, a cluster task, an image build
+    step); the message says what, and where to look or what to try."""

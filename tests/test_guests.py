@@ -105,6 +105,11 @@ def test_every_guest_gets_a_management_nic_and_one_nic_per_layer_network(
     assert ("ip", "link", "add", plan.bridges[MGMT]) in created
     with pytest.raises(ValueError, match="1-6 letters"):
         plan_guests(topology, "too-long-id")
+    # ids that end in digits do not make the same tap names (g1 guest 12 vs g11 guest 2)
+    other = plan_guests(topology, "g11")
+    assert not {n.tap for g in other.guests.values() for n in (g.mgmt, *g.mesh)} & {
+        n.tap for n in nics
+    }
 
 
 def test_qemu_runs_under_tcg_with_a_small_translation_cache_and_the_plan_s_taps(

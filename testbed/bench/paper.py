@@ -67,11 +67,10 @@ def run_bench(experiments: Path, keep: Path | None = None, jobs: int = 1) -> int
         f"peak memory {peak_mib:.0f} MiB (target: under 60 s)"
     )
     if pooled is not None:
-        wall, same, worker_mib = pooled
+        wall, same = pooled
         print(
             f"on {jobs} worker processes: {wall:.2f} s wall, {total_wall / wall:.2f}x the "
-            f"serial run above; tables {'identical' if same else 'DIFFERENT'}; peak memory "
-            f"per worker {worker_mib:.0f} MiB"
+            f"serial run above; tables {'identical' if same else 'DIFFERENT'}"
         )
     print("drop rate by stream count (mean over repetitions):")
     for line in drop_lines:
@@ -81,9 +80,9 @@ def run_bench(experiments: Path, keep: Path | None = None, jobs: int = 1) -> int
 
 def _pooled(
     experiments: Path, root: Path, jobs: int, serial_runs: list[Path], console: Console
-) -> tuple[float, bool, float]:
-    """The protocol again on `jobs` worker processes: its wall seconds, whether its tables
-    equal the serial runs' byte for byte, and the largest worker's peak memory (MiB)."""
+) -> tuple[float, bool]:
+    """The protocol again on `jobs` worker processes: its wall seconds and whether its
+    tables equal the serial runs' byte for byte."""
     wall, same = 0.0, True
     for name, serial in zip(SPECS, serial_runs, strict=True):
         experiment = load_experiment(experiments / name, known_schedulers=scheduler_names())
@@ -95,7 +94,7 @@ def _pooled(
         for table in sorted((serial / "tables").iterdir()):
             other = summary.path / "tables" / table.name
             same = same and other.exists() and other.read_bytes() == table.read_bytes()
-    return wall, same, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return wall, same
 
 
 def _drop_rates(run_dir: Path) -> list[str]:

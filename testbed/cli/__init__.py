@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from testbed.cli import bench, guests, lifecycle, node, run
 from testbed.cli.common import _console, _OneLineParser, _print_error
-from testbed.errors import UserError
+from testbed.errors import ExecutionFailed, UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         _print_error(_os_error(exc))
         return 2
+    except ExecutionFailed as exc:
+        _console().print("[bold red]failed:[/]", escape(str(exc)), soft_wrap=True)
+        return 1
     except RuntimeError as exc:
         from testbed.deploy.playbooks import DeployError
 

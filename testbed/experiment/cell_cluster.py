@@ -10,6 +10,7 @@ The outcome of a cell does not depend on where it ran (each cell has its own see
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,24 +19,25 @@ from typing import Any
 
 from testbed.cells.cell import Cell
 from testbed.cells.outcome import CellOutcome
-from testbed.errors import UserError
+from testbed.errors import ExecutionFailed, UserError
 from testbed.experiment.cell_pool import RETRIES, CellDone
 from testbed.providers.base import Testbed
 
 CONNECT_TIMEOUT_S = 20.0
 """How long to wait for the cluster's scheduler to answer."""
 
-_BUILT: tuple[str, Testbed] | None = None  # in a worker: the last run's token and testbed
+_LOCAL = threading.local()  # in a worker thread: the last run's token and its testbed
 
 
 def _run_cell_task(make: Callable[[], Testbed], run: str, cell: Cell) -> tuple[CellOutcome, float]:
     """Runs on a worker: one cell, on the testbed this worker built from `make` for the
-    run with token `run` (built once per run and worker)."""
-    global _BUILT
-    if _BUILT is None or _BUILT[0] != run:
-        _BUILT = (run, make())
+    run with token `run` (built once per run and worker thread: a testbed is not shared
+    between threads)."""
+    built: tuple[str, Testbed] | None = getattr(_LOCAL, "built", None)
+    if built is None or built[0] != run:
+        built = _LOCAL.built = (run, make())
     t0 = time.perf_counter()
-    outcome = _BUILT[1].run_cell(cell)
+    outcome = built[1].run_cell(cell)
     return outcome, round(time.perf_counter() - t0, 4)
 
 
@@ -59,7 +61,7 @@ def run_on_cluster(
     address: str, make: Callable[[], Testbed], cells: list[Cell]
 ) -> Iterator[CellDone]:
     """The cells as tasks on the cluster at `address`, each yielded as it finishes."""
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     client = connect(address)
     try:
@@ -86,12 +88,17 @@ def run_on_cluster(
             cell = futures.pop(future)
             try:
                 outcome, wall = future.result()
+            except KilledWorker as killed:  # the scheduler gave up: workers died running it
+                raise ExecutionFailed(
+                    f"cell {cell.id}: the workers running it died ({killed}); run it alone "
+                    "without --cluster (--jobs 1) to see why"
+                ) from None
             except CancelledError as lost:
                 # its result was held by a worker that died before it was fetched: the
                 # scheduler lets the task go, so it is submitted again
                 tries[cell.id] += 1
                 if tries[cell.id] > RETRIES:
-                    raise RuntimeError(
+                    raise ExecutionFailed(
                         f"cell {cell.id}: its result was lost {tries[cell.id]} times ({lost})"
                     ) from None
                 again = submit(cell)

@@ -6,9 +6,9 @@ order it runs changes none of its rows: the run's tables are the same bytes seri
 parallel. Only testbeds whose cells share nothing (the twin) run in a pool; a deployed
 testbed is one set of machines and runs its cells one at a time.
 
-A worker that dies mid-cell (killed, out of memory) breaks the pool; the cells it had not
-returned are run again in a new pool, each at most `RETRIES` more times, and the cells
-already returned are kept.
+A worker that dies mid-cell (killed, out of memory) breaks the pool; the cells under way
+then (at most one per worker) run again in a new pool, each at most `RETRIES` more
+times, and the cells already returned are kept.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any
 
 from testbed.cells.cell import Cell
 from testbed.cells.outcome import CellOutcome
-from testbed.errors import UserError
+from testbed.errors import ExecutionFailed, UserError
 from testbed.providers.base import Testbed
 from testbed.spec.experiment import ResolvedExperiment
 
@@ -113,10 +113,11 @@ def run_pooled(
 ) -> Iterator[CellDone]:
     """The cells on `jobs` worker processes, each of which builds its testbed once with
     `make` (picklable, e.g. `provider_testbed(...)`); each cell is yielded as it finishes
-    (in no fixed order). A pool broken by a dead worker is replaced and its unfinished cells rerun
-    (`on_restart` is told which and why); a cell whose worker dies more than `RETRIES`
-    times more raises RuntimeError."""
-    pending = list(cells)
+    (in no fixed order). At most `jobs` cells are under way at once, so a dead worker
+    (which breaks the pool) leaves only those as suspects: they run again in a new pool
+    (`on_restart` is told which and why), and a cell that was under way at more than
+    `RETRIES` deaths fails the run (ExecutionFailed, naming it)."""
+    pending = list(cells)  # not yet returned, in order
     tries = dict.fromkeys((c.id for c in cells), 0)
     # forkserver: workers start from a clean interpreter, not a copy of this process's
     # threads (progress bar, SSH sessions) and locks
@@ -128,13 +129,15 @@ def run_pooled(
             initializer=_start_worker,
             initargs=(make,),
         )
+        queue = list(pending)
+        running: dict[Future[tuple[CellOutcome, float]], Cell] = {}
         broken: BaseException | None = None
         complete = False
         try:
-            running: dict[Future[tuple[CellOutcome, float]], Cell] = {
-                pool.submit(_run_in_worker, cell): cell for cell in pending
-            }
-            while running and broken is None:
+            while (queue or running) and broken is None:
+                while queue and len(running) < jobs:
+                    cell = queue.pop(0)
+                    running[pool.submit(_run_in_worker, cell)] = cell
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = running.pop(future)
@@ -142,23 +145,25 @@ def run_pooled(
                         outcome, wall = future.result()
                     except BrokenProcessPool as error:
                         broken = error
+                        running[future] = cell  # still a suspect
                         continue
                     pending.remove(cell)
                     yield CellDone(cell, outcome, wall)
-            complete = True
+            complete = broken is None
         finally:
-            if not complete:  # broken, or the caller stopped early (Ctrl-C, an error)
+            if not complete:  # a worker died, or the caller stopped early (Ctrl-C, an error)
                 _stop_workers(pool)
             pool.shutdown(wait=complete, cancel_futures=True)
-        if broken is None:
+        if complete:
             continue
-        # the pool broke (a worker died): every cell not returned runs again, in a new pool
-        for cell in pending:
+        suspects = list(running.values())
+        for cell in suspects:
             tries[cell.id] += 1
-            if tries[cell.id] > RETRIES:
-                raise RuntimeError(
-                    f"cell {cell.id}: a worker process died each of the {tries[cell.id]} "
-                    f"times it ran ({broken}); run it alone (--jobs 1) to see why"
-                )
+        failed = [c.id for c in suspects if tries[c.id] > RETRIES]
+        if failed:
+            raise ExecutionFailed(
+                f"cell {', '.join(failed)}: a worker process died each of the {RETRIES + 1} "
+                f"times it ran ({broken}); run it alone (--jobs 1) to see why"
+            )
         if on_restart is not None:
-            on_restart(list(pending), str(broken) or type(broken).__name__)
+            on_restart(suspects, str(broken) or type(broken).__name__)

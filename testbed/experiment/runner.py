@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Mapping
@@ -224,6 +225,10 @@ def run_experiment(
             "cells run one at a time",
             "leave --cluster out, or use --testbed twin",
         )
+    if cluster is not None:  # before a run directory exists: an address that does not answer
+        from testbed.experiment.cell_cluster import connect
+
+        connect(cluster).close()
     if provider is not None and provider.check is not None:  # before anything is provisioned
         provider.check(experiment)
     experiment = testbed_view(experiment, testbed)
@@ -312,28 +317,31 @@ def _run(
             finished = run_pooled(make, todo, pool.jobs, restarted)
         else:
             finished = run_serial(bed, todo, lambda cell: progress.update(task, cell=cell.id))
-        for result in finished:
-            cell, outcome = result.cell, result.outcome
-            frame = with_network_cost(triggers_frame(outcome.rows), costs, calibration, samples)
-            executed = int((frame["outcome"] == "executed").sum())
-            record = {
-                "cell": cell.id,
-                "scheduler": cell.scheduler,
-                "stream_count": cell.stream_count,
-                "repetition": cell.repetition,
-                "triggers": len(frame),
-                "executed": executed,
-                "dropped": len(frame) - executed,
-                "sim_seconds": outcome.sim_seconds,
-                "wall_seconds": result.wall_seconds,
-                "world_events": outcome.events,
-            }
-            # the record (report flags: optimum proven, host saturated) lands with the
-            # rows in one atomic file; the event is its copy in the log, put back on
-            # resume if a crash loses it
-            store.write_cell(cell.id, frame, record)
-            store.append_event("cell-finished", **record)
-            progress.advance(task)
+        # closed also when writing a cell fails: the pool's workers or the cluster client
+        # end then, not when the traceback is freed
+        with contextlib.closing(finished):
+            for result in finished:
+                cell, outcome = result.cell, result.outcome
+                frame = with_network_cost(triggers_frame(outcome.rows), costs, calibration, samples)
+                executed = int((frame["outcome"] == "executed").sum())
+                record = {
+                    "cell": cell.id,
+                    "scheduler": cell.scheduler,
+                    "stream_count": cell.stream_count,
+                    "repetition": cell.repetition,
+                    "triggers": len(frame),
+                    "executed": executed,
+                    "dropped": len(frame) - executed,
+                    "sim_seconds": outcome.sim_seconds,
+                    "wall_seconds": result.wall_seconds,
+                    "world_events": outcome.events,
+                }
+                # the record (report flags: optimum proven, host saturated) lands with the
+                # rows in one atomic file; the event is its copy in the log, put back on
+                # resume if a crash loses it
+                store.write_cell(cell.id, frame, record)
+                store.append_event("cell-finished", **record)
+                progress.advance(task)
     triggers = store.read_cells()
     if not triggers.empty:
         triggers = triggers.sort_values(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from testbed.errors import UserError
+from testbed.errors import ExecutionFailed, UserError
 from testbed.guests.image_recipe import (
     HOST_PACKAGES,
     ImageRecipe,
@@ -93,7 +93,9 @@ def _run(argv: Sequence[str], log: Path, input_text: str | None = None) -> str:
         out.write(result.stdout + result.stderr)
     if result.returncode != 0:
         tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"{argv[0]} failed (exit {result.returncode}): {' | '.join(tail)}")
+        raise ExecutionFailed(
+            f"image build: {argv[0]} exited {result.returncode}: {' | '.join(tail)}"
+        )
     return result.stdout
 
 
@@ -156,8 +158,13 @@ def build_image(
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(target)  # half an image from a crash before the rename cannot be
         os.replace(scratch, target)
-    except BaseException:
+    except BaseException as error:
+        kept = target.parent / f"{target.name}.failed-build.log"
+        with contextlib.suppress(OSError):
+            shutil.copyfile(scratch / "build.log", kept)
         shutil.rmtree(scratch, ignore_errors=True)
+        if isinstance(error, ExecutionFailed):
+            raise ExecutionFailed(f"{error} (its log: {kept})") from None
         raise
     seconds = time.monotonic() - started
     say(f"image {target.name}: built in {seconds:.0f} s ({target})")
@@ -186,7 +193,7 @@ def _build_into(recipe: ImageRecipe, out: Path, say: Callable[[str], None]) -> N
                 path.write_text(text)
             for link in ("vmlinuz", "initrd.img"):  # the boot menu reads the symlinks in /
                 if not (mnt / link).exists():
-                    raise RuntimeError(f"the root file system has no /{link}")
+                    raise ExecutionFailed(f"image build: the root file system has no /{link}")
             packages = _run(
                 [
                     "dpkg-query",
@@ -202,7 +209,9 @@ def _build_into(recipe: ImageRecipe, out: Path, say: Callable[[str], None]) -> N
     boot = Path("/usr/lib/grub/i386-pc/boot.img").read_bytes()
     core_bytes = core.read_bytes()
     if len(core_bytes) > (2048 - 1) * 512:
-        raise RuntimeError(f"GRUB's core image ({len(core_bytes)} bytes) does not fit before 1 MiB")
+        raise ExecutionFailed(
+            f"image build: GRUB's core image ({len(core_bytes)} bytes) does not fit before 1 MiB"
+        )
     with raw.open("r+b") as disk:
         disk.write(boot[:440])  # the boot code, not the partition table after it
         disk.seek(512)

@@ -79,7 +79,16 @@ class ImageRecipe:
         return out
 
     def digest(self) -> str:
-        text = json.dumps(self.as_dict(), sort_keys=True)
+        """Names the image: the recipe and every file and step it renders (a changed boot
+        menu or file makes a new image, not a reuse of the old one)."""
+        rendered = {
+            "recipe": self.as_dict(),
+            "files": guest_config_files(self),
+            "grub_modules": list(GRUB_MODULES),
+            "partitions": partition_table(),
+            "root_label": ROOT_LABEL,
+        }
+        text = json.dumps(rendered, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -74,7 +74,11 @@ def plan_guests(
     if len(topology.nodes) + 1 > len(hosts):
         raise ValueError(f"{subnet} has no room for {len(topology.nodes)} guests")
     networks = sorted({n for node in topology.nodes.values() for n in node.networks})
-    bridges = {network: f"lb{testbed_id}{network[:5]}" for network in [MGMT, *networks]}
+    if MGMT in networks:
+        raise ValueError(f"a layer network is named {MGMT!r}, the management network's name")
+    # by index, not by name: names may share a prefix, and interface names have 15 bytes
+    bridges = {MGMT: f"lb{testbed_id}-m"}
+    bridges |= {network: f"lb{testbed_id}-{j}" for j, network in enumerate(networks)}
     guests: dict[str, GuestPlan] = {}
     for k, (name, node) in enumerate(sorted(topology.nodes.items()), start=1):
 
@@ -82,7 +86,7 @@ def plan_guests(
             return GuestNic(
                 network,
                 _mac(testbed_id, node_name, network),
-                f"lt{testbed_id}{k}x{j}",
+                f"lt{testbed_id}-{k}-{j}",
                 bridges[network],
             )
 

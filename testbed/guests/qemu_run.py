@@ -20,7 +20,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from testbed.errors import UserError
+from testbed.errors import ExecutionFailed, UserError
 from testbed.guests.qemu_plan import (
     GUEST_SHARE,
     GuestsPlan,
@@ -47,7 +47,7 @@ def missing_host_tools() -> list[str]:
 def _run(argv: Sequence[str]) -> None:
     result = subprocess.run(list(argv), capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {result.stderr.strip()[:300]}")
+        raise ExecutionFailed(f"{' '.join(argv)}: {result.stderr.strip()[:300]}")
 
 
 def _make_seed(path: Path, files: dict[str, str]) -> None:
@@ -94,8 +94,8 @@ class Guests:
             seed = self.run_dir / f"{name}.seed.img"
             _make_seed(seed, seed_files(self.plan, guest, public, python_path))
             argv = qemu_command(guest, disk, seed, self.share, self.run_dir)
-            log = (self.run_dir / f"{name}.qemu.log").open("wb")
-            proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+            with (self.run_dir / f"{name}.qemu.log").open("wb") as log:
+                proc = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
             self.pids[name] = proc.pid
             self._record()
             say(f"{name}: QEMU pid {proc.pid}, {guest.address}")
@@ -129,7 +129,7 @@ class Guests:
             os.kill(pid, 0)
         except ProcessLookupError:
             log = (self.run_dir / f"{name}.qemu.log").read_text()[-500:]
-            raise RuntimeError(f"{name}: QEMU (pid {pid}) ended: {log}") from None
+            raise ExecutionFailed(f"{name}: QEMU (pid {pid}) ended: {log}") from None
 
     def ssh_argv(self, name: str) -> list[str]:
         return [
@@ -152,7 +152,9 @@ class Guests:
         except subprocess.TimeoutExpired:
             result = subprocess.CompletedProcess([name, command], 124, "", "timed out")
         if check and result.returncode != 0:
-            raise RuntimeError(f"{name}: `{command}` exited {result.returncode}: {result.stderr}")
+            raise ExecutionFailed(
+                f"{name}: `{command}` exited {result.returncode}: {result.stderr.strip()[:300]}"
+            )
         return result
 
     # --- tear down ---------------------------------------------------------------------------

@@ -426,6 +426,7 @@ phase_health() { # restart whatever died, in dependency order, then wait for the
     n=$(basename "$ini" -uwsgi.ini); echo "$n: one thread per worker (restarts it)"
     sed -i -E 's/^threads = .*/threads = 1/; s/^processes = .*/processes = 4/' "$ini"
     [ -f $RUN/$n.pid ] && { kill -9 -- -"$(cat $RUN/$n.pid)" 2>/dev/null || true; }
+    rm -f $RUN/$n.pid # restarted below, even if the kill has not landed yet
   done
   for sp in $SERVICES; do
     n=${sp%%:*}; port=${sp##*:}

@@ -133,6 +133,11 @@ def test_a_polling_prediction_job_switches_to_a_new_version(
             while len(published) < len(data) // 300 and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             await asyncio.sleep(2 * poll_interval)
+            # a few more samples for the switched-in model to score (fewer than a training
+            # needs): a training slower than the 3.6 s of streaming otherwise leaves none
+            for i, row in enumerate(data[:100], start=len(data)):
+                job.on_sample(i, row.tolist())
+                await asyncio.sleep(0.004)
             poller.cancel()
 
         asyncio.run(scenario())

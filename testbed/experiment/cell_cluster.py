@@ -11,7 +11,6 @@ The outcome of a cell does not depend on where it ran (each cell has its own see
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError
@@ -20,7 +19,7 @@ from typing import Any
 from testbed.cells.cell import Cell
 from testbed.cells.outcome import CellOutcome
 from testbed.errors import ExecutionFailed, UserError
-from testbed.experiment.cell_pool import RETRIES, CellDone
+from testbed.experiment.cell_pool import RETRIES, CellDone, timed_run
 from testbed.providers.base import Testbed
 
 CONNECT_TIMEOUT_S = 20.0
@@ -36,9 +35,7 @@ def _run_cell_task(make: Callable[[], Testbed], run: str, cell: Cell) -> tuple[C
     built: tuple[str, Testbed] | None = getattr(_LOCAL, "built", None)
     if built is None or built[0] != run:
         built = _LOCAL.built = (run, make())
-    t0 = time.perf_counter()
-    outcome = built[1].run_cell(cell)
-    return outcome, round(time.perf_counter() - t0, 4)
+    return timed_run(built[1], cell)
 
 
 def connect(address: str) -> Any:

@@ -57,6 +57,13 @@ def check_jobs(jobs: int) -> int:
     return jobs
 
 
+def timed_run(bed: Testbed, cell: Cell) -> tuple[CellOutcome, float]:
+    """`cell` on `bed`, and the wall seconds it took (wherever it runs)."""
+    t0 = time.perf_counter()
+    outcome = bed.run_cell(cell)
+    return outcome, round(time.perf_counter() - t0, 4)
+
+
 def run_serial(
     bed: Testbed, cells: Iterable[Cell], starting: Callable[[Cell], None] | None = None
 ) -> Iterator[CellDone]:
@@ -64,9 +71,7 @@ def run_serial(
     for cell in cells:
         if starting is not None:
             starting(cell)
-        t0 = time.perf_counter()
-        outcome = bed.run_cell(cell)
-        yield CellDone(cell, outcome, round(time.perf_counter() - t0, 4))
+        yield CellDone(cell, *timed_run(bed, cell))
 
 
 # --- the pool ------------------------------------------------------------------------------
@@ -91,9 +96,7 @@ def provider_testbed(
 
 def _run_in_worker(cell: Cell) -> tuple[CellOutcome, float]:
     assert _WORKER_BED is not None, "the worker was not started by _start_worker"
-    t0 = time.perf_counter()
-    outcome = _WORKER_BED.run_cell(cell)
-    return outcome, round(time.perf_counter() - t0, 4)
+    return timed_run(_WORKER_BED, cell)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,14 +88,12 @@ class RunSummary:
 
 @dataclass(frozen=True)
 class CellPool:
-    """What worker processes need to build the testbed themselves, and how many run."""
+    """Where the cells run instead of here: `jobs` worker processes, or the workers of
+    the Dask scheduler at `cluster`; each builds its testbed with `make`."""
 
-    testbed: str
-    experiment: ResolvedExperiment
-    options: Mapping[str, Any] | None
+    make: Callable[[], Testbed]
     jobs: int
     cluster: str | None = None
-    """A Dask scheduler's address: its workers run the cells instead of local processes."""
 
 
 def identity_of(experiment: ResolvedExperiment, testbed: str) -> dict[str, Any]:
@@ -236,7 +234,8 @@ def run_experiment(
     pool = None
     if jobs > 1 or cluster is not None:
         if parallel:
-            pool = CellPool(testbed, experiment, testbed_options, jobs, cluster)
+            make = provider_testbed(testbed, experiment, testbed_options)
+            pool = CellPool(make, jobs, cluster)
         elif given:
             console.print(f"{testbed} runs its cells one at a time (one testbed): --jobs ignored")
     try:
@@ -302,8 +301,7 @@ def _run(
 
             progress.update(task, cell=f"on {pool.cluster}")
             store.append_event("cells-cluster", address=pool.cluster, cells=len(todo))
-            make = provider_testbed(pool.testbed, pool.experiment, pool.options)
-            finished = run_on_cluster(pool.cluster, make, todo)
+            finished = run_on_cluster(pool.cluster, pool.make, todo)
         elif pool is not None and len(todo) > 1:
             workers = min(pool.jobs, len(todo))
             progress.update(task, cell=f"{workers} worker processes")
@@ -313,8 +311,7 @@ def _run(
                 console.print(f"a worker process died ({why}): {len(again)} cells run again")
                 store.append_event("cells-pool-restarted", cells=[c.id for c in again], why=why)
 
-            make = provider_testbed(pool.testbed, pool.experiment, pool.options)
-            finished = run_pooled(make, todo, pool.jobs, restarted)
+            finished = run_pooled(pool.make, todo, pool.jobs, restarted)
         else:
             finished = run_serial(bed, todo, lambda cell: progress.update(task, cell=cell.id))
         # closed also when writing a cell fails: the pool's workers or the cluster client

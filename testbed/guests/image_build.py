@@ -22,7 +22,7 @@ from pathlib import Path
 
 from testbed.errors import ExecutionFailed, UserError
 from testbed.guests.image_recipe import (
-    HOST_PACKAGES,
+    ROOT_LABEL,
     ImageRecipe,
     grub_mkimage_command,
     guest_config_files,
@@ -182,8 +182,6 @@ def _build_into(recipe: ImageRecipe, out: Path, say: Callable[[str], None]) -> N
         disk.truncate(recipe.disk_gb * 1024**3)
     _run(["sfdisk", "--quiet", str(raw)], log, input_text=partition_table())
     with _loop_device(raw, log) as (_, part):
-        from testbed.guests.image_recipe import ROOT_LABEL
-
         _run(["mkfs.ext4", "-q", "-L", ROOT_LABEL, part], log)
         with _mounted(part, out / "mnt", log) as mnt:
             _run(["tar", "-xpf", str(tarball), "-C", str(mnt)], log)
@@ -225,7 +223,3 @@ def _build_into(recipe: ImageRecipe, out: Path, say: Callable[[str], None]) -> N
         json.dumps({"recipe": recipe.as_dict(), "digest": recipe.digest()}, indent=2) + "\n"
     )
     (out / "mnt").rmdir()
-
-
-def host_packages() -> tuple[str, ...]:
-    return HOST_PACKAGES

@@ -39,9 +39,6 @@ PACKAGES: tuple[str, ...] = (
     "iputils-ping",
 )
 
-HOST_PACKAGES: tuple[str, ...] = ("mmdebstrap", "grub-pc-bin", "qemu-utils", "fdisk", "e2fsprogs")
-"""Debian packages the build needs on the host."""
-
 GRUB_MODULES: tuple[str, ...] = (
     "biosdisk",
     "part_msdos",

@@ -30,9 +30,6 @@ from testbed.guests.qemu_plan import (
     seed_files,
 )
 
-HOST_PACKAGES = ("qemu-system-x86", "qemu-utils", "mtools", "dosfstools")
-"""Debian packages booting guests needs on the host."""
-
 
 def missing_host_tools() -> list[str]:
     tools = {

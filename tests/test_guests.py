@@ -53,10 +53,13 @@ layers:
     link: {latency_ms: 2.0, bandwidth_mbit: 100}
     gateways: [2]
     uplink: {latency_ms: 5.0, bandwidth_mbit: 100}
-drift:
-  - layer: edge
-    profile: {kind: waypoints, points: [[0, 10], [300, 10], [330, 40], [100000, 40]]}
 """
+
+
+def _drifting(layout: str, flat_s: int) -> str:
+    """`layout` with the edge links drifting from 10 ms (until `flat_s`) to 40 ms (30 s on)."""
+    points = [[0, 10], [flat_s, 10], [flat_s + 30, 40], [100000, 40]]
+    return f"{layout}drift:\n  - layer: edge\n    profile: {{kind: waypoints, points: {points}}}\n"
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +210,13 @@ def test_batman_adv_and_netem_drift_run_in_booted_guests_through_the_project_s_p
 
     guests, topology = booted
     inventory = _inventory(guests, topology, tmp_path / "inventory.yml", layout_file)
+    t0 = time.time()
     run_stage(Stage.MESH, inventory, {"mesh_kind": "batman-adv"}, tmp_path / "ansible")
+    # 03-drift has half 02-mesh's tasks (each some 10-20 s under TCG): the drift's flat
+    # start outlasts it with a margin, however slow this host is today
+    flat_s = int(max(60.0, 0.8 * (time.time() - t0) + 30))
+    drifting = tmp_path / "drifting.yaml"
+    drifting.write_text(_drifting(LAYOUT, flat_s))
     mesh = plan_local(topology, guests.plan.testbed_id)
     # the agents' own reading of batman-adv (meshread): neighbours are the layout's
     macs = {nic.mac: node for node, g in guests.plan.guests.items() for nic in g.mesh}
@@ -216,8 +225,18 @@ def test_batman_adv_and_netem_drift_run_in_booted_guests_through_the_project_s_p
         heard = neighbour_nodes(parse_batctl_neighbours(out), macs)
         assert sorted(heard) == sorted(topology.neighbours(node)), (node, out)
     for a, b in [("edge-1", "fog-1"), ("fog-1", "edge-1")]:  # two hops, through edge-2
-        ping = guests.ssh(a, f"ping -c 3 -W 2 {mesh.address_of(b).split('/')[0]}", check=False)
-        assert ping.returncode == 0, (a, b, ping.stdout)
+        address = mesh.address_of(b).split("/")[0]
+        # the first ARP over two hops fails now and then right after the mesh converged
+        # (seen 2 of 5 runs, here and in CI); a node that stays unreachable fails the test
+        deadline = time.time() + 90
+        while (ping := guests.ssh(a, f"ping -c 3 -W 2 {address}", check=False)).returncode:
+            if time.time() > deadline:
+                break
+            time.sleep(3)
+        if ping.returncode != 0:
+            state = "batctl meshif bat0 o -H; batctl meshif bat0 tg -H; ip neigh; ip -br addr"
+            seen = {n: guests.ssh(n, state, check=False).stdout for n in topology.nodes}
+            raise AssertionError(f"{a} -> {b}: {ping.stdout}\n{seen}")
     target = mesh.address_of("edge-2").split("/")[0]
 
     def ping_ms() -> float:
@@ -231,19 +250,19 @@ def test_batman_adv_and_netem_drift_run_in_booted_guests_through_the_project_s_p
     run_stage(
         Stage.DRIFT,
         inventory,
-        {"layout_file": str(layout_file), "drift_started_at": started},
+        {"layout_file": str(drifting), "drift_started_at": started},
         tmp_path / "ansible",
     )
-    drift = build_drift(load_layout(layout_file), topology)
+    drift = build_drift(load_layout(drifting), topology)
 
     def rtt_at() -> tuple[float, float]:
         t = time.time() - started
         expected = target_rtt_ms(topology, drift, "edge-1", "edge-2", t) - 2 * 2.0 + base_ms
         return ping_ms(), expected
 
-    assert time.time() - started < 290, "03-drift took too long to see the first point"
+    assert time.time() - started < flat_s - 10, ("03-drift took too long", flat_s)
     early = rtt_at()  # 10 ms on both ends: 40 ms over the base
     assert abs(early[0] - early[1]) <= 0.1 * early[1], (early, base_ms)
-    time.sleep(max(0.0, 335 - (time.time() - started)))
+    time.sleep(max(0.0, flat_s + 35 - (time.time() - started)))
     late = rtt_at()  # 40 ms on both ends: 160 ms over the base
     assert abs(late[0] - late[1]) <= 0.1 * late[1], (late, base_ms)

@@ -7,8 +7,9 @@ parallel. Only testbeds whose cells share nothing (the twin) run in a pool; a de
 testbed is one set of machines and runs its cells one at a time.
 
 A worker that dies mid-cell (killed, out of memory) breaks the pool; the cells under way
-then (at most one per worker) run again in a new pool, each at most `RETRIES` more
-times, and the cells already returned are kept.
+then (at most one per worker) run again in a new pool, the cells already returned are kept.
+Suspects of a death shared by several cells then run one at a time, so that each later
+death has one culprit; a cell that dies `RETRIES` + 1 times fails the run.
 """
 
 from __future__ import annotations
@@ -118,10 +119,12 @@ def run_pooled(
     `make` (picklable, e.g. `provider_testbed(...)`); each cell is yielded as it finishes
     (in no fixed order). At most `jobs` cells are under way at once, so a dead worker
     (which breaks the pool) leaves only those as suspects: they run again in a new pool
-    (`on_restart` is told which and why), and a cell that was under way at more than
-    `RETRIES` deaths fails the run (ExecutionFailed, naming it)."""
+    (`on_restart` is told which and why), one at a time where there were several, and a
+    cell that died alone more than `RETRIES` times fails the run (ExecutionFailed,
+    naming it)."""
     pending = list(cells)  # not yet returned, in order
     tries = dict.fromkeys((c.id for c in cells), 0)
+    alone: set[str] = set()  # suspects of a death shared with others: each runs by itself
     # forkserver: workers start from a clean interpreter, not a copy of this process's
     # threads (progress bar, SSH sessions) and locks
     context = multiprocessing.get_context("forkserver")
@@ -132,13 +135,13 @@ def run_pooled(
             initializer=_start_worker,
             initargs=(make,),
         )
-        queue = list(pending)
+        queue = sorted(pending, key=lambda c: c.id not in alone)  # the suspects first
         running: dict[Future[tuple[CellOutcome, float]], Cell] = {}
         broken: BaseException | None = None
         complete = False
         try:
             while (queue or running) and broken is None:
-                while queue and len(running) < jobs:
+                while queue and len(running) < _room(jobs, queue[0], running.values(), alone):
                     cell = queue.pop(0)
                     running[pool.submit(_run_in_worker, cell)] = cell
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -151,6 +154,7 @@ def run_pooled(
                         running[future] = cell  # still a suspect
                         continue
                     pending.remove(cell)
+                    alone.discard(cell.id)
                     yield CellDone(cell, outcome, wall)
             complete = broken is None
         finally:
@@ -160,8 +164,10 @@ def run_pooled(
         if complete:
             continue
         suspects = list(running.values())
-        for cell in suspects:
-            tries[cell.id] += 1
+        if len(suspects) == 1:  # it ran alone (or its partners had returned): its death
+            tries[suspects[0].id] += 1
+        else:  # which of them? each runs again by itself, and the next death is one's own
+            alone.update(c.id for c in suspects)
         failed = [c.id for c in suspects if tries[c.id] > RETRIES]
         if failed:
             raise ExecutionFailed(
@@ -170,3 +176,11 @@ def run_pooled(
             )
         if on_restart is not None:
             on_restart(suspects, str(broken) or type(broken).__name__)
+
+
+def _room(jobs: int, next_cell: Cell, running: Iterable[Cell], alone: set[str]) -> int:
+    """How many cells may be under way when `next_cell` would start: one while a cell
+    suspected of a shared death runs (or would start), else `jobs`."""
+    if next_cell.id in alone or any(c.id in alone for c in running):
+        return 1
+    return jobs

@@ -30,6 +30,9 @@ from testbed.guests.qemu_plan import (
     seed_files,
 )
 
+BOOT_FINISHED = "/var/lib/cloud/instance/boot-finished"
+"""cloud-init writes it when its last stage is done (keys, network, mounts, sshd)."""
+
 
 def missing_host_tools() -> list[str]:
     tools = {
@@ -104,13 +107,14 @@ class Guests:
         os.replace(tmp, self.run_dir / "guests.json")
 
     def wait_for_ssh(self, timeout_s: float = 600.0, say: Callable[[str], None] = print) -> float:
-        """Seconds until every guest answered `true` over SSH."""
+        """Seconds until every guest answered over SSH with cloud-init finished: before
+        that, SSH may answer once and then refuse while cloud-init restarts sshd."""
         started = time.monotonic()
         waiting = set(self.plan.guests)
         while waiting:
             for name in sorted(waiting):
                 self._check_alive(name)
-                result = self.ssh(name, "true", timeout_s=15, check=False)
+                result = self.ssh(name, f"test -e {BOOT_FINISHED}", timeout_s=15, check=False)
                 if result.returncode == 0:
                     waiting.discard(name)
                     say(f"{name}: SSH after {time.monotonic() - started:.0f} s")

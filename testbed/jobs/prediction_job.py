@@ -5,6 +5,14 @@ it against the threshold model, keep the last N samples. Every N samples it hand
 cache to its agent (`on_training`: a callback, or `HttpTrainingHook` to POST it). It
 polls the model repository and switches to a newer version as soon as it sees one;
 the old version keeps serving until then.
+
+Served over TCP (`serve`), the intake (cache, triggers, the LSTM's window) never waits
+for the model's forward pass: that runs in a thread of its own on the newest sample, and
+the samples that arrived meanwhile count as skipped. On a time-scaled testbed a sample
+comes every few milliseconds to a job under a CPU limit of a few millicores, where
+scoring each would make the stream fall behind and its trainings come late or never
+(the paper's sensors send one sample every few minutes). Each trigger carries how many
+samples were scored and skipped.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import time
 import urllib.request
 from collections import deque
@@ -26,7 +35,7 @@ import numpy as np
 from testbed.jobs import auth
 from testbed.jobs.model_repo import Repository
 from testbed.jobs.trigger import samples_bytes
-from testbed.workload.detectors import FEATURE_COUNT, Detector
+from testbed.workload.detectors import FEATURE_COUNT, Detector, PendingScore
 from testbed.workload.framing import read_frame
 
 
@@ -38,12 +47,15 @@ class TrainingTrigger:
     model_version: int | None
     sample_count: int
     at: float
+    scored: int = 0
+    skipped: int = 0
 
 
 @dataclass
 class PredictionStats:
     samples: int = 0
     scored: int = 0
+    skipped: int = 0  # not scored: the forward pass was busy with an earlier sample
     anomalies: int = 0
     triggers: int = 0
     last_seq: int = -1
@@ -73,11 +85,18 @@ class PredictionJob:
         self.detector: Detector | None = None
         self.version: int | None = None
         self.stats = PredictionStats()
-        self.flags: list[bool | None] = []
+        self._scorer: _NewestScorer | None = None
 
     # --- the stream ---------------------------------------------------------------
     def on_sample(self, seq: int, values: list[float]) -> bool | None:
-        """Handle one sample; returns its anomaly flag (None while there is no model)."""
+        """Handle one sample, scoring it here; returns its anomaly flag (None while there
+        is no model or the LSTM's window is filling)."""
+        pending = self._take(seq, values)
+        return None if pending is None else self._flag(*pending)
+
+    def _take(self, seq: int, values: list[float]) -> tuple[Detector, PendingScore] | None:
+        """The intake of one sample: counted, cached, the detector's state moved on, a
+        training triggered every N samples; what scoring it takes, if there is a model."""
         sample = np.asarray(values, dtype=np.float32)
         if sample.shape != (FEATURE_COUNT[self.kind],):
             raise ValueError(f"{self.stream}: sample {seq} has {sample.shape} values")
@@ -85,17 +104,8 @@ class PredictionJob:
             self.stats.out_of_order += 1
         self.stats.last_seq = max(self.stats.last_seq, seq)
         self.stats.samples += 1
-        flag: bool | None = None
-        if self.detector is not None:
-            error = self.detector.score(sample)
-            if error is not None:
-                self.stats.scored += 1
-                flag = self.detector.threshold.is_anomaly(error)
-                if flag:
-                    self.stats.anomalies += 1
-                else:
-                    self.detector.threshold.update(error)
-        self.flags.append(flag)
+        detector = self.detector
+        pending = detector.observe(sample) if detector is not None else None
         self.cache.append(sample)
         if self.stats.samples % self.samples_per_training == 0:
             self.stats.triggers += 1
@@ -107,19 +117,45 @@ class PredictionJob:
                     self.version,
                     self.stats.samples,
                     self.clock(),
+                    self.stats.scored,
+                    self.stats.skipped,
                 )
             )
+        return None if pending is None or detector is None else (detector, pending)
+
+    def _flag(self, detector: Detector, pending: PendingScore) -> bool:
+        """The forward pass on one observed sample, and its flag against the threshold."""
+        error = detector.error_of(pending)
+        self.stats.scored += 1
+        flag = detector.threshold.is_anomaly(error)
+        if flag:
+            self.stats.anomalies += 1
+        else:
+            detector.threshold.update(error)
         return flag
 
+    def _skipped(self) -> None:
+        self.stats.skipped += 1
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._scorer is None:
+            self._scorer = _NewestScorer(self._flag, self._skipped, self.stream)
         try:
             while (message := await read_frame(reader)) is not None:
-                self.on_sample(int(message["seq"]), list(message["values"]))
+                pending = self._take(int(message["seq"]), list(message["values"]))
+                if pending is not None:
+                    self._scorer.offer(pending)
         finally:
             writer.close()
 
     async def serve(self, host: str, port: int = 0) -> asyncio.Server:
         return await asyncio.start_server(self.handle, host, port)
+
+    def close(self) -> None:
+        """Stop the scoring thread (a sample it is scoring finishes first)."""
+        if self._scorer is not None:
+            self._scorer.close()
+            self._scorer = None
 
     # --- the model ----------------------------------------------------------------
     def poll_once(self) -> bool:
@@ -140,6 +176,48 @@ class PredictionJob:
             with contextlib.suppress(OSError, ValueError):
                 await asyncio.to_thread(self.poll_once)
             await asyncio.sleep(interval_s)
+
+
+class _NewestScorer:
+    """Scores the newest sample offered, in a thread of its own; a sample replaced before
+    its turn is counted as skipped, never scored late."""
+
+    def __init__(
+        self,
+        score: Callable[[Detector, PendingScore], bool],
+        skipped: Callable[[], None],
+        name: str,
+    ) -> None:
+        self._score, self._skipped = score, skipped
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._newest: tuple[Detector, PendingScore] | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"score-{name}", daemon=True)
+        self._thread.start()
+
+    def offer(self, pending: tuple[Detector, PendingScore]) -> None:
+        with self._lock:
+            if self._newest is not None:
+                self._skipped()
+            self._newest = pending
+        self._ready.set()
+
+    def _run(self) -> None:
+        while True:
+            self._ready.wait()
+            with self._lock:
+                pending, self._newest = self._newest, None
+                self._ready.clear()
+            if self._closed:
+                return
+            if pending is not None:
+                self._score(*pending)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._closed = True
+        self._ready.set()
+        self._thread.join(timeout_s)
 
 
 class HttpTrainingHook:
@@ -183,6 +261,8 @@ class HttpTrainingHook:
             "stream": trigger.stream,
             "sample_count": trigger.sample_count,
             "model_version": trigger.model_version,
+            "scored": trigger.scored,
+            "skipped": trigger.skipped,
         }
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:

@@ -94,6 +94,14 @@ class TrainStats:
     final_loss: float
 
 
+@dataclass(frozen=True)
+class PendingScore:
+    """One sample's model input and target, ready for the forward pass."""
+
+    inputs: np.ndarray
+    target: np.ndarray
+
+
 @dataclass
 class Detector:
     kind: str
@@ -131,22 +139,30 @@ class Detector:
 
     def score(self, sample: np.ndarray) -> float | None:
         """Online scoring for a stream: the sample's error, or None while warming up."""
+        pending = self.observe(sample)
+        return None if pending is None else self.error_of(pending)
+
+    def observe(self, sample: np.ndarray) -> PendingScore | None:
+        """The cheap half of `score`, for every sample of a stream in order: scales it and
+        moves the LSTM's window on. What the forward pass needs (`error_of`), or None
+        while the LSTM's window is still filling."""
         x = self.scale(np.asarray(sample, dtype=np.float32)[None, :])[0]
         if self.kind == "autoencoder":
-            with torch.no_grad():
-                out = self.net(torch.from_numpy(x[None, :]))[0]
-            return float(torch.linalg.vector_norm(out - torch.from_numpy(x)))
+            return PendingScore(x[None, :], x)
         window = self._window
-        error = None
+        pending = None
         if len(window) == self.config.window:
-            inputs = torch.from_numpy(np.stack(window)[None, :, :])
-            with torch.no_grad():
-                out = self.net(inputs)[0]
-            error = float(torch.linalg.vector_norm(out - torch.from_numpy(x)))
+            pending = PendingScore(np.stack(window)[None, :, :], x)
         window.append(x)
         if len(window) > self.config.window:
             window.popleft()
-        return error
+        return pending
+
+    def error_of(self, pending: PendingScore) -> float:
+        """The costly half of `score`: the net's forward pass and the error."""
+        with torch.no_grad():
+            out = self.net(torch.from_numpy(pending.inputs))[0]
+        return float(torch.linalg.vector_norm(out - torch.from_numpy(pending.target)))
 
     def detect(self, samples: np.ndarray, update: bool = True) -> np.ndarray:
         """Flag every sample; the threshold model learns from the errors as it goes."""

@@ -115,6 +115,23 @@ def test_a_cell_that_kills_every_worker_it_runs_on_fails_with_its_name(
         list(run_pooled(make, cells, 2))
 
 
+def test_a_death_shared_by_two_cells_is_charged_to_the_one_that_dies_alone(
+    quick: ResolvedExperiment, tmp_path: Path
+) -> None:
+    """The culprit dies at once while the innocent cell runs beside it: both are suspects,
+    each then runs alone, and only the culprit is named (the innocent returns)."""
+    innocent, culprit = plan_cells(quick.spec)[:2]
+    make = functools.partial(_dying, quick, tmp_path, culprit.id, 99)
+    done: list[str] = []
+    with pytest.raises(ExecutionFailed) as failed:
+        for result in run_pooled(make, [innocent, culprit], 2):
+            done.append(result.cell.id)
+    assert str(failed.value).startswith(f"cell {culprit.id}: a worker process died")
+    assert innocent.id not in str(failed.value) and done == [innocent.id]
+    # the culprit ran alone for its three charged deaths (plus the shared one at most)
+    assert 3 <= len(list(tmp_path.glob(f"{culprit.id}.*"))) <= 4
+
+
 def test_jobs_below_one_and_a_cluster_for_a_deployed_testbed_are_refused(
     quick: ResolvedExperiment, tmp_path: Path
 ) -> None:

@@ -32,12 +32,16 @@ def lstm(rows: np.ndarray) -> Detector:
     return detector
 
 
-def test_observe_then_error_of_is_score(rows: np.ndarray, lstm: Detector) -> None:
-    one = Detector.from_bytes(lstm.to_bytes())
-    two = Detector.from_bytes(lstm.to_bytes())
-    for row in rows[:40]:
-        pending = two.observe(row)
-        assert one.score(row) == (None if pending is None else two.error_of(pending))
+def test_observe_then_error_of_scores_as_the_batch_does(rows: np.ndarray, lstm: Detector) -> None:
+    batch = Detector.from_bytes(lstm.to_bytes()).errors(rows[:40])
+    online = Detector.from_bytes(lstm.to_bytes())
+    for row, expected in zip(rows[:40], batch, strict=True):
+        pending = online.observe(row)
+        if np.isnan(expected):  # the LSTM's window is filling
+            assert pending is None
+        else:
+            assert pending is not None
+            assert online.error_of(pending) == pytest.approx(float(expected), rel=1e-5)
 
 
 def _slow(detector: Detector, seconds: float) -> Detector:
@@ -90,9 +94,45 @@ def test_a_job_that_cannot_score_every_sample_still_triggers_on_time(
     assert triggers[-1][1] - sent < 1.0, triggers[-1][1] - sent
     stats = job.stats
     assert stats.samples == SAMPLES and stats.scored >= 1 and stats.skipped > 0
-    # every sample past the LSTM's window was scored or skipped (one may be in flight)
-    assert SAMPLES - 5 - 1 <= stats.scored + stats.skipped <= SAMPLES - 5
+    # every sample past the LSTM's window was scored or skipped, once
+    assert stats.scored + stats.skipped == SAMPLES - 5 and stats.score_errors == 0
     assert triggers[-1][0].skipped > 0 and triggers[-1][0].scored >= 1
+
+
+def test_a_model_that_fails_to_score_is_counted_and_the_stream_goes_on(
+    rows: np.ndarray, lstm: Detector, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    triggers: list[TrainingTrigger] = []
+    job = PredictionJob(
+        "s01-traffic", "lstm", ModelRepository(tmp_path / "repo"), triggers.append, PER_TRAINING
+    )
+    broken = Detector.from_bytes(lstm.to_bytes())
+
+    def fails(pending: PendingScore) -> float:
+        raise RuntimeError("a model that does not load")
+
+    broken.error_of = fails  # type: ignore[method-assign]
+    job.detector, job.version = broken, 1
+
+    async def scenario() -> None:
+        server = await job.serve("127.0.0.1", 0)
+        _, writer = await asyncio.open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+        for seq, row in enumerate(rows):
+            writer.write(encode({"seq": seq, "values": row.tolist()}))
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        writer.write(END)
+        writer.close()
+        while len(triggers) < SAMPLES // PER_TRAINING:
+            await asyncio.sleep(0.01)
+        server.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    job.close()
+    assert [t.sample_count for t in triggers] == [100, 200, 300]
+    assert job.stats.scored == 0 and job.stats.score_errors >= 1
+    assert job.stats.score_errors + job.stats.skipped == SAMPLES - 5
+    assert capsys.readouterr().err.count("scoring failed") == 1
 
 
 def test_a_job_that_keeps_up_scores_every_sample(

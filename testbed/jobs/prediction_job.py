@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import threading
 import time
 import urllib.request
@@ -56,6 +57,7 @@ class PredictionStats:
     samples: int = 0
     scored: int = 0
     skipped: int = 0  # not scored: the forward pass was busy with an earlier sample
+    score_errors: int = 0  # forward passes that raised (the first is printed to stderr)
     anomalies: int = 0
     triggers: int = 0
     last_seq: int = -1
@@ -137,14 +139,20 @@ class PredictionJob:
     def _skipped(self) -> None:
         self.stats.skipped += 1
 
+    def _score_failed(self, error: Exception) -> None:
+        self.stats.score_errors += 1
+        if self.stats.score_errors == 1:
+            print(f"{self.stream}: scoring failed: {error!r}", file=sys.stderr, flush=True)
+
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._scorer is None:
-            self._scorer = _NewestScorer(self._flag, self._skipped, self.stream)
+            self._scorer = _NewestScorer(self._flag, self._skipped, self._score_failed, self.stream)
+        scorer = self._scorer
         try:
             while (message := await read_frame(reader)) is not None:
                 pending = self._take(int(message["seq"]), list(message["values"]))
                 if pending is not None:
-                    self._scorer.offer(pending)
+                    scorer.offer(pending)
         finally:
             writer.close()
 
@@ -180,15 +188,17 @@ class PredictionJob:
 
 class _NewestScorer:
     """Scores the newest sample offered, in a thread of its own; a sample replaced before
-    its turn is counted as skipped, never scored late."""
+    its turn is counted as skipped and never scored. A forward pass that raises is
+    counted (`failed`) and the thread goes on with the next sample."""
 
     def __init__(
         self,
         score: Callable[[Detector, PendingScore], bool],
         skipped: Callable[[], None],
+        failed: Callable[[Exception], None],
         name: str,
     ) -> None:
-        self._score, self._skipped = score, skipped
+        self._score, self._skipped, self._failed = score, skipped, failed
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._newest: tuple[Detector, PendingScore] | None = None
@@ -198,9 +208,10 @@ class _NewestScorer:
 
     def offer(self, pending: tuple[Detector, PendingScore]) -> None:
         with self._lock:
-            if self._newest is not None:
+            if self._newest is not None or self._closed:
                 self._skipped()
-            self._newest = pending
+            if not self._closed:
+                self._newest = pending
         self._ready.set()
 
     def _run(self) -> None:
@@ -209,13 +220,19 @@ class _NewestScorer:
             with self._lock:
                 pending, self._newest = self._newest, None
                 self._ready.clear()
-            if self._closed:
-                return
+                if self._closed:
+                    if pending is not None:
+                        self._skipped()
+                    return
             if pending is not None:
-                self._score(*pending)
+                try:
+                    self._score(*pending)
+                except Exception as error:  # a broken model must not stop the stream
+                    self._failed(error)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        self._closed = True
+        with self._lock:
+            self._closed = True
         self._ready.set()
         self._thread.join(timeout_s)
 

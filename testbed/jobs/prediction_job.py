@@ -136,17 +136,9 @@ class PredictionJob:
             detector.threshold.update(error)
         return flag
 
-    def _skipped(self) -> None:
-        self.stats.skipped += 1
-
-    def _score_failed(self, error: Exception) -> None:
-        self.stats.score_errors += 1
-        if self.stats.score_errors == 1:
-            print(f"{self.stream}: scoring failed: {error!r}", file=sys.stderr, flush=True)
-
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._scorer is None:
-            self._scorer = _NewestScorer(self._flag, self._skipped, self._score_failed, self.stream)
+            self._scorer = _NewestScorer(self._flag, self.stats, self.stream)
         scorer = self._scorer
         try:
             while (message := await read_frame(reader)) is not None:
@@ -188,17 +180,14 @@ class PredictionJob:
 
 class _NewestScorer:
     """Scores the newest sample offered, in a thread of its own; a sample replaced before
-    its turn is counted as skipped and never scored. A forward pass that raises is
-    counted (`failed`) and the thread goes on with the next sample."""
+    its turn is counted in `stats.skipped` and never scored. A forward pass that raises
+    is counted in `stats.score_errors` (the first printed to stderr) and the thread goes
+    on with the next sample."""
 
     def __init__(
-        self,
-        score: Callable[[Detector, PendingScore], bool],
-        skipped: Callable[[], None],
-        failed: Callable[[Exception], None],
-        name: str,
+        self, score: Callable[[Detector, PendingScore], bool], stats: PredictionStats, name: str
     ) -> None:
-        self._score, self._skipped, self._failed = score, skipped, failed
+        self._score, self._stats, self._name = score, stats, name
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._newest: tuple[Detector, PendingScore] | None = None
@@ -209,7 +198,7 @@ class _NewestScorer:
     def offer(self, pending: tuple[Detector, PendingScore]) -> None:
         with self._lock:
             if self._newest is not None or self._closed:
-                self._skipped()
+                self._stats.skipped += 1
             if not self._closed:
                 self._newest = pending
         self._ready.set()
@@ -222,13 +211,15 @@ class _NewestScorer:
                 self._ready.clear()
                 if self._closed:
                     if pending is not None:
-                        self._skipped()
+                        self._stats.skipped += 1
                     return
             if pending is not None:
                 try:
                     self._score(*pending)
                 except Exception as error:  # a broken model must not stop the stream
-                    self._failed(error)
+                    self._stats.score_errors += 1
+                    if self._stats.score_errors == 1:
+                        print(f"{self._name}: scoring failed: {error!r}", file=sys.stderr)
 
     def close(self, timeout_s: float = 5.0) -> None:
         with self._lock:

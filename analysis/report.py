@@ -440,6 +440,11 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
         lines += [f"* {cell}: {share:.0%} of the time" for cell, share in flagged]
     else:
         lines.append(f"The host's CPU stayed below saturation in all {measured} cells.")
+    lines.append(
+        "Measured from the moment the streams start until the cell ends; the set-up "
+        "before it (agents, prediction jobs and replayers starting) trains nothing and "
+        "counts apart (`setup_saturated_share` in the cell's host-load event)."
+    )
     return [*lines, ""]
 
 

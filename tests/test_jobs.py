@@ -150,3 +150,73 @@ def test_the_repository_over_http(tmp_path: Path) -> None:
         assert data == b"weights-2" and meta["epochs"] == 3 and remote.versions("s01") == [1, 2]
         with pytest.raises(ValueError):
             remote.latest("../etc")
+
+
+def test_a_warm_worker_runs_jobs_side_by_side_not_one_after_another(
+    cpu_parent: CpuGroup, tmp_path: Path
+) -> None:
+    """A node holding two trainings runs them at once, each in its own cgroup under its
+    own limit, as the paper's per-job containers do; queueing them behind one another
+    would make every second training late (the local testbed's experiment A once dropped
+    half of its jobs as 'previous still running' for that reason)."""
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.random.default_rng(1).normal(size=(400, 5)).astype("float32"))
+    results: dict[str, object] = {}
+    with WarmWorker() as worker:
+
+        def train(name: str) -> None:
+            request = TrainingRequest(
+                name,
+                "autoencoder",
+                str(samples),
+                str(tmp_path / "repo"),
+                str(tmp_path / f"{name}.json"),
+                {"epochs": 60},
+            )
+            try:
+                results[name] = worker.run(request, 300, cpu_parent)
+            except Exception as exc:  # reported by the assertion below
+                results[name] = exc
+
+        threads = [threading.Thread(target=train, args=(n,)) for n in ("s-a", "s-b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    a, b = results["s-a"], results["s-b"]
+    assert not isinstance(a, Exception) and not isinstance(b, Exception), results
+    spans = [(m.report["train_started"], m.report["train_ended"]) for m in (a, b)]  # type: ignore[union-attr]
+    assert max(s for s, _ in spans) < min(e for _, e in spans), spans  # they overlapped
+    for m in (a, b):
+        assert within_limit(m.cpu_seconds, 300, m.t_total), m  # type: ignore[union-attr]
+        assert m.report["version"] == 1  # type: ignore[union-attr]
+
+
+def test_a_warm_worker_that_dies_fails_the_jobs_waiting_on_it(tmp_path: Path) -> None:
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.zeros((50, 5), dtype="float32"))
+    worker = WarmWorker()
+    try:
+        worker.process.kill()
+        worker.process.wait()
+        request = TrainingRequest(
+            "s-x", "autoencoder", str(samples), str(tmp_path / "r"), str(tmp_path / "x.json")
+        )
+        with pytest.raises(RuntimeError, match="warm worker exited"):
+            worker.run(request, None, None)
+    finally:
+        worker.close()
+
+
+def test_a_warm_worker_with_nothing_to_do_exits_cleanly() -> None:
+    """stdin at its end at once (a file such as /dev/null, not a pipe): ready, then exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "testbed.jobs.warm_worker"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-800:]
+    assert '"ready": true' in done.stdout

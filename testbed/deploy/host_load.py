@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 
-class HostLoad:
-    """Samples the host's CPU use while a cell runs (from /proc/stat)."""
+def _saturated(samples: list[float]) -> float | None:
+    return round(sum(s > 0.95 for s in samples) / len(samples), 3) if samples else None
 
-    def __init__(self, interval_s: float = 1.0) -> None:
-        self.samples: list[float] = []
+
+class HostLoad:
+    """Samples the host's CPU use while a cell runs (from /proc/stat).
+
+    What counts is the cell's measured window: from the moment its streams start
+    (`measure_from`, Unix time) until the cell ends. Before that the harness starts
+    processes (prediction jobs importing torch, replayers loading their files), which
+    may saturate the host without touching a single training; those samples are kept
+    apart as `setup_saturated_share`. Without `measure_from` every sample counts.
+    """
+
+    def __init__(self, interval_s: float = 1.0, clock: Callable[[], float] = time.time) -> None:
+        self.samples: list[tuple[float, float]] = []  # (Unix time at the end, busy share)
+        self.since: float | None = None
+        self._clock = clock
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(interval_s,), daemon=True)
 
@@ -28,8 +43,18 @@ class HostLoad:
         while not self._stop.wait(interval_s):
             total2, idle2 = self._read()
             if total2 > total:
-                self.samples.append(1.0 - (idle2 - idle) / (total2 - total))
+                self.samples.append((self._clock(), 1.0 - (idle2 - idle) / (total2 - total)))
             total, idle = total2, idle2
+
+    def measure_from(self, unix_time: float) -> None:
+        """The measured window starts here (the streams' common start)."""
+        self.since = unix_time
+
+    def _split(self) -> tuple[list[float], list[float]]:
+        since = self.since if self.since is not None else -np.inf
+        setup = [busy for at, busy in self.samples if at < since]
+        window = [busy for at, busy in self.samples if at >= since]
+        return setup, window
 
     def __enter__(self) -> HostLoad:
         self._thread.start()
@@ -41,12 +66,15 @@ class HostLoad:
 
     @property
     def saturated_share(self) -> float:
-        """Share of the samples with the host's CPU over 95 % busy."""
-        return sum(s > 0.95 for s in self.samples) / len(self.samples) if self.samples else 0.0
+        """Share of the measured window's samples with the host's CPU over 95 % busy."""
+        return _saturated(self._split()[1]) or 0.0
 
     def world_entry(self) -> dict[str, Any]:
+        setup, window = self._split()
         return {
             "kind": "host-load",
-            "saturated_share": round(self.saturated_share, 3),
-            "mean_busy": round(float(np.mean(self.samples)), 3) if self.samples else None,
+            "saturated_share": _saturated(window) or 0.0,
+            "mean_busy": round(float(np.mean(window)), 3) if window else None,
+            "window": "streams start to cell end" if self.since is not None else "whole cell",
+            "setup_saturated_share": _saturated(setup),
         }

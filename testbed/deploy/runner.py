@@ -201,7 +201,7 @@ class DeployedTestbed:
                     host = self._host_load()
                     if host is not None:
                         stack.enter_context(host)
-                    self._run_streams(run, faults)
+                    self._run_streams(run, faults, host)
                     self._drain(run)
             finally:
                 faults.reset()
@@ -271,9 +271,12 @@ class DeployedTestbed:
             )
         return by_node
 
-    def _run_streams(self, run: DeployedCellRun, faults: RemoteFaults) -> None:
+    def _run_streams(
+        self, run: DeployedCellRun, faults: RemoteFaults, host: HostLoad | None = None
+    ) -> None:
         """Deploy the streams' prediction jobs and replayers, start them together, apply
-        the timeplan and stop streams that had their trainings; the triggers they sent."""
+        the timeplan and stop streams that had their trainings; the triggers they sent.
+        The host's load counts from the streams' start (`host`, where nodes share it)."""
         assert self.deployment is not None
         deployment = self.deployment
         spec = self.experiment.spec
@@ -283,6 +286,8 @@ class DeployedTestbed:
         deployment.start_streams(by_node, run.agent_port, self.secret)
         # the start lead covers writing the start files (one SSH session per node)
         run.start_epoch = time.time() + 3.0
+        if host is not None:
+            host.measure_from(run.start_epoch)
         deployment.release_streams(list(by_node), run.start_epoch)
         started = run.started = time.monotonic() + (run.start_epoch - time.time())
         plan_n = len(spec.timeplan)

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,12 +115,15 @@ def run_fresh(
 class WarmWorker:
     """A long-lived process with torch imported; forks one child per job.
 
-    One job at a time per worker (calls from several threads wait their turn); run
-    several workers for concurrent jobs.
+    Jobs run side by side: calls from several threads each get their own child (in its
+    own cgroup) at once, as a node running several trainings in containers would. Each
+    order carries an id; a reader thread hands every answer to the call that waits for it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, Future[dict[str, Any]]] = {}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "testbed.jobs.warm_worker"],
             stdin=subprocess.PIPE,
@@ -129,6 +133,8 @@ class WarmWorker:
         ready = self._read()
         if not ready.get("ready"):
             raise RuntimeError(f"warm worker did not start: {ready}")
+        self._reader = threading.Thread(target=self._hand_out, daemon=True)
+        self._reader.start()
 
     def memory_mb(self) -> float:
         """Resident memory of the worker itself (torch imported, warmed up)."""
@@ -143,31 +149,48 @@ class WarmWorker:
             raise RuntimeError(f"warm worker exited with {self.process.wait()}")
         return dict(json.loads(line))
 
-    def run(
-        self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
-    ) -> JobMeasurement:
+    def _hand_out(self) -> None:
+        """Each answer to the job it belongs to; when the worker is gone, every job still
+        waiting fails with its exit status."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            answer = dict(json.loads(line))
+            with self._lock:
+                waiting = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
+            if waiting is not None:
+                waiting.set_result(answer)
+        code = self.process.wait()
         with self._lock:
-            return self._run(request, limit_m, parent)
+            left, self._waiting = self._waiting, {}
+        for waiting in left.values():
+            waiting.set_exception(RuntimeError(f"warm worker exited with {code}"))
 
-    def _run(
+    def run(
         self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
     ) -> JobMeasurement:
         group = _job_group(parent, limit_m)
         request_path = request.write(Path(request.report_path).with_suffix(".request.json"))
         try:
             before = group.usage_s() if group is not None else 0.0
-            order = {
-                "request": str(request_path),
-                "cgroup_dirs": [str(d) for d in group.dirs] if group is not None else [],
-            }
-            spawned = time.time()
-            assert self.process.stdin is not None
-            self.process.stdin.write(json.dumps(order) + "\n")
-            self.process.stdin.flush()
-            answer = self._read()
+            answer: Future[dict[str, Any]] = Future()
+            with self._lock:
+                job_id = next(self._ids)
+                order = {
+                    "id": job_id,
+                    "request": str(request_path),
+                    "cgroup_dirs": [str(d) for d in group.dirs] if group is not None else [],
+                }
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"warm worker exited with {self.process.returncode}")
+                self._waiting[job_id] = answer
+                spawned = time.time()
+                assert self.process.stdin is not None
+                self.process.stdin.write(json.dumps(order) + "\n")
+                self.process.stdin.flush()
+            result = answer.result()
             ended = time.time()
-            if answer.get("exit") != 0:
-                raise RuntimeError(f"training job failed in the warm worker: {answer}")
+            if result.get("exit") != 0:
+                raise RuntimeError(f"training job failed in the warm worker: {result}")
             return _measure("warm", limit_m, spawned, ended, group, before, request)
         finally:
             if group is not None:
@@ -182,6 +205,7 @@ class WarmWorker:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(timeout=10)
 
     def __enter__(self) -> WarmWorker:
         return self

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -220,3 +223,87 @@ def test_a_warm_worker_with_nothing_to_do_exits_cleanly() -> None:
     )
     assert done.returncode == 0, done.stderr[-800:]
     assert '"ready": true' in done.stdout
+
+
+def _stop_recorded_worker(worker_dir: Path) -> None:
+    pid_file = worker_dir / "worker.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+
+
+def test_a_node_worker_on_a_socket_outlives_its_agents_and_kills_their_orphans(
+    tmp_path: Path,
+) -> None:
+    """A testbed's cells each start a fresh agent; the node's warm worker (torch imported
+    once) serves them one after another. A training whose agent went away is killed:
+    nobody is left to report it."""
+    worker_dir = tmp_path / "worker"
+    sock = str(worker_dir / "worker.sock")
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.random.default_rng(2).normal(size=(400, 5)).astype("float32"))
+
+    def request(name: str, epochs: int) -> TrainingRequest:
+        return TrainingRequest(
+            name,
+            "autoencoder",
+            str(samples),
+            str(tmp_path / "repo"),
+            str(tmp_path / f"{name}.json"),
+            {"epochs": epochs},
+        )
+
+    try:
+        first = WarmWorker(sock)
+        worker_pid = first.pid
+        assert int((worker_dir / "worker.pid").read_text()) == worker_pid
+        assert first.run(request("s-1", 2), None, None).report["version"] == 1
+        # an agent killed mid-training: its connection closes, its training is killed
+        orphan: dict[str, object] = {}
+        thread = threading.Thread(
+            target=lambda: orphan.setdefault("m", _try(first.run, request("s-2", 5000)))
+        )
+        thread.start()
+        deadline = time.monotonic() + 60
+        while not _children(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        trainings = _children(worker_pid)
+        assert trainings, "the long training never started"
+        first.close()
+        thread.join(timeout=60)
+        assert isinstance(orphan["m"], RuntimeError)
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in trainings) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(pid) for pid in trainings)
+        # the next agent finds the same worker, warm
+        second = WarmWorker(sock, start_timeout_s=30)
+        assert second.pid == worker_pid
+        assert second.run(request("s-1", 2), None, None).report["version"] == 2
+        second.close()
+        assert _alive(worker_pid)
+    finally:
+        _stop_recorded_worker(worker_dir)
+
+
+def _try(call, *args):  # type: ignore[no-untyped-def]
+    try:
+        return call(*args, None, None)
+    except RuntimeError as error:
+        return error
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"

@@ -39,6 +39,9 @@ class AgentConfig:
     seed: int = 0
     time_scale: float = 1.0  # real seconds per emulated second: durations are reported /this
     prewarm: bool = False  # start the warm training worker at once, not at the first job
+    # the node's warm worker on this Unix socket, shared by the cells' agents (started
+    # there if none answers); empty: a worker of the agent's own, gone with the agent
+    worker_socket: str = ""
     level: int = 0  # depth of the node's layer (0: the top layer), gossiped for LOS+
     uplink: bool = False  # a gateway: it also sits on the layer above, gossiped for LOS+
 

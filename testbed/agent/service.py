@@ -384,7 +384,7 @@ class Agent:
 
         with self.worker_lock:
             if self.worker is None:
-                self.worker = WarmWorker()
+                self.worker = WarmWorker(self.config.worker_socket or None)
             return self.worker
 
     def _train(self, job: TrainingJob, trigger: str, samples: Path, limit: float) -> Any:

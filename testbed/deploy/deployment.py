@@ -70,6 +70,10 @@ class Deployment:
         self._cached: dict[str, Connection] = {}
         self._cache_lock = threading.Lock()
         self.logs = RemoteLogs(self._sftp, broken=self._drop)
+        # what 04-agents and 05-streams put on the nodes once per run (the address maps,
+        # the secret): the cells after the first skip copying it again while unchanged
+        self._agent_files: str | None = None
+        self._secret: tuple[str, set[str]] = ("", set())  # the secret, the nodes holding it
 
     # --- how to reach a node (subclasses) -------------------------------------------
     def connection(self, node: str) -> Connection:
@@ -130,12 +134,16 @@ class Deployment:
         if mesh_macs is not None:  # batman-adv names neighbours by their interfaces' MACs
             atomic_write_text(self.config_dir / "mesh-macs.json", json.dumps(dict(mesh_macs)))
         self.logs.forget()
-        return self.stage(
+        files = json.dumps([dict(link_local), dict(mesh_macs or {})], sort_keys=True)
+        result = self.stage(
             Stage.AGENTS,
             agent_config_dir=str(self.config_dir),
             agent_port=next(iter(configs.values())).port,
             agent_mesh_macs=mesh_macs is not None,
+            agent_files_in_place=self._agent_files == files,
         )
+        self._agent_files = files
+        return result
 
     def start_streams(
         self, streams_by_node: Mapping[str, list[dict[str, Any]]], agent_port: int, secret: str
@@ -146,13 +154,17 @@ class Deployment:
         secret_file = self.config_dir / "secret"
         atomic_write_text(secret_file, secret)
         secret_file.chmod(0o600)
-        return self.stage(
+        holding = self._secret[1] if self._secret[0] == secret else set()
+        result = self.stage(
             Stage.STREAMS,
             streams_by_node=dict(streams_by_node),
             agent_port=agent_port,
             secret_file=str(secret_file),
             cgroup_root=self.cgroup_root,
+            secret_in_place=sorted(holding),  # nodes that hold it from an earlier cell
         )
+        self._secret = (secret, holding | {n for n, jobs in streams_by_node.items() if jobs})
+        return result
 
     def stop_services(self) -> StageResult:
         return self.stage(Stage.STOP)

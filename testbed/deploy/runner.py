@@ -178,7 +178,12 @@ class DeployedTestbed:
         spec = self.experiment.spec
         streams, load = self._cell_setup(cell)
         overrides: dict[str, dict[str, Any]] = {
-            node: {"work_dir": str(deployment.agent_dir(node)), **load.get(node, {})}
+            node: {
+                "work_dir": str(deployment.agent_dir(node)),
+                # one warm worker per node for the whole run (09-stop's last run stops it)
+                "worker_socket": str(deployment.node_dir(node) / "worker" / "worker.sock"),
+                **load.get(node, {}),
+            }
             for node in self.topology.nodes
         }
         configs = self._agent_configs(cell, overrides)

@@ -12,9 +12,11 @@ the chosen limit; its CPU time is read from the cgroup (cpuacct / cpu.stat).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -118,21 +120,38 @@ class WarmWorker:
     Jobs run side by side: calls from several threads each get their own child (in its
     own cgroup) at once, as a node running several trainings in containers would. Each
     order carries an id; a reader thread hands every answer to the call that waits for it.
+
+    Without `socket_path` the worker is this process's child, talked to over its stdin
+    and stdout. With it, the worker is the node's: it is reached over that Unix socket,
+    started there (detached, its pid beside the socket) if none answers, and it outlives
+    this client (`testbed.jobs.warm_worker`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, socket_path: str | None = None, start_timeout_s: float = 180.0) -> None:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._waiting: dict[int, Future[dict[str, Any]]] = {}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "testbed.jobs.warm_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        self.process: subprocess.Popen[str] | None = None
+        self._socket: socket.socket | None = None
+        if socket_path is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "testbed.jobs.warm_worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert self.process.stdin is not None and self.process.stdout is not None
+            self._in, self._out = self.process.stdin, self.process.stdout
+        else:
+            self._socket = _connect_or_start(Path(socket_path), start_timeout_s)
+            channel = self._socket.makefile("rw", encoding="utf-8", newline="\n")
+            self._in = self._out = channel
         ready = self._read()
         if not ready.get("ready"):
             raise RuntimeError(f"warm worker did not start: {ready}")
+        self.pid = int(ready["pid"])
+        if self._socket is not None:
+            self._socket.settimeout(None)  # answers come when trainings end
         self._reader = threading.Thread(target=self._hand_out, daemon=True)
         self._reader.start()
 
@@ -140,30 +159,37 @@ class WarmWorker:
         """Resident memory of the worker itself (torch imported, warmed up)."""
         import psutil
 
-        return float(psutil.Process(self.process.pid).memory_info().rss / 2**20)
+        return float(psutil.Process(self.pid).memory_info().rss / 2**20)
+
+    def _gone(self) -> str:
+        if self.process is not None:
+            return f"warm worker exited with {self.process.wait()}"
+        return "warm worker closed the connection"
 
     def _read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
+        line = self._out.readline()
         if not line:
-            raise RuntimeError(f"warm worker exited with {self.process.wait()}")
+            raise RuntimeError(self._gone())
         return dict(json.loads(line))
 
     def _hand_out(self) -> None:
         """Each answer to the job it belongs to; when the worker is gone, every job still
-        waiting fails with its exit status."""
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            answer = dict(json.loads(line))
-            with self._lock:
-                waiting = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
-            if waiting is not None:
-                waiting.set_result(answer)
-        code = self.process.wait()
+        waiting fails."""
+        with contextlib.suppress(OSError, ValueError):  # ValueError: closed by `close`
+            for line in self._out:
+                answer = dict(json.loads(line))
+                with self._lock:
+                    waiting = self._waiting.pop(answer.get("id"), None)  # type: ignore[arg-type]
+                if waiting is not None:
+                    waiting.set_result(answer)
+        why = self._gone()
         with self._lock:
             left, self._waiting = self._waiting, {}
+            self._closed = why
         for waiting in left.values():
-            waiting.set_exception(RuntimeError(f"warm worker exited with {code}"))
+            waiting.set_exception(RuntimeError(why))
+
+    _closed: str | None = None
 
     def run(
         self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
@@ -174,19 +200,24 @@ class WarmWorker:
             before = group.usage_s() if group is not None else 0.0
             answer: Future[dict[str, Any]] = Future()
             with self._lock:
+                if self._closed is not None or (
+                    self.process is not None and self.process.poll() is not None
+                ):
+                    raise RuntimeError(self._closed or self._gone())
                 job_id = next(self._ids)
                 order = {
                     "id": job_id,
                     "request": str(request_path),
                     "cgroup_dirs": [str(d) for d in group.dirs] if group is not None else [],
                 }
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"warm worker exited with {self.process.returncode}")
                 self._waiting[job_id] = answer
                 spawned = time.time()
-                assert self.process.stdin is not None
-                self.process.stdin.write(json.dumps(order) + "\n")
-                self.process.stdin.flush()
+                try:
+                    self._in.write(json.dumps(order) + "\n")
+                    self._in.flush()
+                except (OSError, ValueError) as error:
+                    self._waiting.pop(job_id, None)
+                    raise RuntimeError(f"{self._gone()} ({error})") from None
             result = answer.result()
             ended = time.time()
             if result.get("exit") != 0:
@@ -197,9 +228,14 @@ class WarmWorker:
                 group.remove()
 
     def close(self) -> None:
-        if self.process.poll() is None:
-            assert self.process.stdin is not None
-            self.process.stdin.close()
+        """Stop the worker (a child) or leave it (the node's: it kills the trainings this
+        client ordered and waits for the next client)."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+            self._socket.close()
+        elif self.process is not None and self.process.poll() is None:
+            self._in.close()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -212,3 +248,44 @@ class WarmWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _connect_or_start(path: Path, timeout_s: float) -> socket.socket:
+    """A connection to the node's warm worker at `path`; one is started (detached, in a
+    session of its own, pid in `worker.pid` and log in `worker.log` beside the socket)
+    when nothing answers there."""
+
+    def connect() -> socket.socket | None:
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.settimeout(timeout_s)  # the ready line: the worker may finish a session first
+        try:
+            client.connect(str(path))
+            return client
+        except (FileNotFoundError, ConnectionRefusedError):
+            client.close()
+            return None
+
+    found = connect()
+    if found is not None:
+        return found
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.with_name("worker.log")
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "testbed.jobs.warm_worker", "--socket", str(path)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # its own process group: `kill -- -PID` stops its jobs too
+        )
+    path.with_name("worker.pid").write_text(f"{process.pid}\n")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = connect()
+        if found is not None:
+            return found
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+            raise RuntimeError(f"warm worker exited with {process.returncode}: {tail}")
+        time.sleep(0.1)
+    raise RuntimeError(f"no warm worker answered at {path} within {timeout_s:.0f} s")

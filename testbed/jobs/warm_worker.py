@@ -1,22 +1,34 @@
 """A warm worker: torch imported once, one forked child per training job.
 
-    python -m testbed.jobs.warm_worker
+    python -m testbed.jobs.warm_worker                 # orders on stdin, answers on stdout
+    python -m testbed.jobs.warm_worker --socket PATH   # the same over a Unix socket
 
-Reads one JSON object per line on stdin: {"id": N, "request": PATH, "cgroup_dirs": [DIR,
-...]}. For each it forks at once; the child writes its pid into the job's cgroup
-directories (so the limit applies to the training and nothing else), runs the job and
-exits. Jobs run side by side, each in its own child and cgroup, as the paper's per-job
-containers do: a node that holds several trainings runs them concurrently, it does not
-queue them. The worker answers one JSON line per job when its child ends: {"id": N,
-"pid": ..., "exit": ...}, in the order the jobs end. The worker itself stays outside the
-jobs' cgroups. When stdin closes it waits for the children still running, then exits.
+Orders are JSON lines: {"id": N, "request": PATH, "cgroup_dirs": [DIR, ...]}. For each the
+worker forks at once; the child writes its pid into the job's cgroup directories (so the
+limit applies to the training and nothing else), runs the job and exits. Jobs run side by
+side, each in its own child and cgroup, as the paper's per-job containers do: a node that
+holds several trainings runs them concurrently, it does not queue them. The worker answers
+one JSON line per job when its child ends: {"id": N, "pid": ..., "exit": ...}, in the
+order the jobs end. The worker itself stays outside the jobs' cgroups.
+
+* On stdin, the worker belongs to its agent: when stdin closes it waits for the children
+  still running, then exits.
+* On a socket, the worker outlives its agents: a testbed starts a fresh agent for every
+  cell, and the worker's start (importing torch, about 3 CPU-seconds per node) is paid
+  once per run instead. It serves one agent at a time; when that agent's connection
+  closes (the agent stopped or was killed), the trainings it ordered are killed, since
+  nobody is left to report them, and the next agent is served.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import json
 import os
 import selectors
+import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -55,25 +67,48 @@ def _start(order: dict[str, Any]) -> int:
     return pid
 
 
-def _answer(message: dict[str, Any]) -> None:
-    os.write(1, (json.dumps(message) + "\n").encode())
+def _line(message: dict[str, Any]) -> bytes:
+    return (json.dumps(message) + "\n").encode()
 
 
-def serve() -> int:
-    warm_up()
-    _answer({"ready": True, "pid": os.getpid()})
-    selector = selectors.PollSelector()  # poll, not epoll: stdin may be a file (/dev/null)
-    selector.register(0, selectors.EVENT_READ, None)
+def session(read_fd: int, write_fd: int, orphans: str) -> None:
+    """Serve orders from `read_fd` until it closes. Then the children still running
+    are waited for (`orphans="wait"`) or killed (`orphans="kill"`)."""
+    # poll, not epoll: stdin may be a file such as /dev/null
+    selector = selectors.PollSelector()
+    selector.register(read_fd, selectors.EVENT_READ, None)
+    children: dict[int, tuple[int, Any]] = {}  # pidfd -> (pid, the order's id)
     buffer = b""
     reading = True
-    children = 0
+
+    def answer(message: dict[str, Any]) -> None:
+        nonlocal reading
+        if not reading and orphans == "kill":
+            return  # nobody to tell
+        try:
+            os.write(write_fd, _line(message))
+        except OSError:  # the agent is gone
+            hang_up()
+
+    def hang_up() -> None:
+        nonlocal reading
+        if reading:
+            reading = False
+            selector.unregister(read_fd)
+        if orphans == "kill":
+            for pid, _ in children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
     while reading or children:
         for key, _ in selector.select():
-            if key.data is None:  # stdin: orders
-                chunk = os.read(0, 65536)
+            if key.data is None:  # orders
+                try:
+                    chunk = os.read(read_fd, 65536)
+                except OSError:
+                    chunk = b""
                 if not chunk:
-                    reading = False
-                    selector.unregister(0)
+                    hang_up()
                     continue
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
@@ -82,16 +117,50 @@ def serve() -> int:
                     pid = _start(order)
                     pidfd = os.pidfd_open(pid)
                     selector.register(pidfd, selectors.EVENT_READ, (pid, order.get("id")))
-                    children += 1
+                    children[pidfd] = (pid, order.get("id"))
             else:  # a child ended
-                pid, job_id = key.data
+                pid, job_id = children.pop(key.fd)
                 selector.unregister(key.fd)
                 os.close(key.fd)
                 _, status = os.waitpid(pid, 0)
-                children -= 1
-                _answer({"id": job_id, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+                answer({"id": job_id, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
+    selector.close()
+
+
+def serve_stdin() -> int:
+    warm_up()
+    os.write(1, _line({"ready": True, "pid": os.getpid()}))
+    session(0, 1, orphans="wait")
     return 0
 
 
+def serve_socket(path: Path) -> int:
+    """Listen on `path` (bound under a temporary name, then renamed: a client never
+    finds a socket that does not accept yet) and serve one agent at a time."""
+    warm_up()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        staging.unlink()
+    server.bind(str(staging))
+    server.listen(4)
+    os.replace(staging, path)
+    while True:
+        connection, _ = server.accept()
+        with connection:
+            try:
+                connection.sendall(_line({"ready": True, "pid": os.getpid()}))
+            except OSError:
+                continue
+            session(connection.fileno(), connection.fileno(), orphans="kill")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m testbed.jobs.warm_worker")
+    parser.add_argument("--socket", type=Path, help="serve on this Unix socket")
+    args = parser.parse_args(argv)
+    return serve_socket(args.socket) if args.socket else serve_stdin()
+
+
 if __name__ == "__main__":
-    sys.exit(serve())
+    sys.exit(main())

@@ -418,7 +418,7 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
     events_path = run.path / "events.jsonl"
     if not events_path.exists():
         return []
-    flagged, measured = [], 0
+    flagged, measured, windows = [], 0, set()
     for line in events_path.read_text(encoding="utf-8").splitlines():
         with contextlib.suppress(ValueError):
             event = json.loads(line)
@@ -427,6 +427,7 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
             for world in event.get("world_events") or []:
                 if world.get("kind") == "host-load":
                     measured += 1
+                    windows.add(world.get("window", "whole cell"))
                     if world.get("saturated_share", 0) > threshold:
                         flagged.append((event["cell"], world["saturated_share"]))
     if not measured:
@@ -440,11 +441,12 @@ def _host_load_section(run: RunData, threshold: float = 0.10) -> list[str]:
         lines += [f"* {cell}: {share:.0%} of the time" for cell, share in flagged]
     else:
         lines.append(f"The host's CPU stayed below saturation in all {measured} cells.")
-    lines.append(
-        "Measured from the moment the streams start until the cell ends; the set-up "
-        "before it (agents, prediction jobs and replayers starting) trains nothing and "
-        "counts apart (`setup_saturated_share` in the cell's host-load event)."
-    )
+    if windows == {"streams start to cell end"}:
+        lines.append(
+            "Measured from the moment the streams start until the cell ends; the set-up "
+            "before it (agents, prediction jobs and replayers starting) trains nothing and "
+            "counts apart (`setup_saturated_share` in the cell's host-load event)."
+        )
     return [*lines, ""]
 
 

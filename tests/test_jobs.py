@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -197,18 +201,38 @@ def test_a_warm_worker_runs_jobs_side_by_side_not_one_after_another(
 
 def test_a_warm_worker_that_dies_fails_the_jobs_waiting_on_it(tmp_path: Path) -> None:
     samples = tmp_path / "samples.npy"
-    np.save(samples, np.zeros((50, 5), dtype="float32"))
+    np.save(samples, np.zeros((400, 5), dtype="float32"))
     worker = WarmWorker()
+    outcome: dict[str, object] = {}
+    trainings: list[int] = []
     try:
-        worker.process.kill()
-        worker.process.wait()
         request = TrainingRequest(
-            "s-x", "autoencoder", str(samples), str(tmp_path / "r"), str(tmp_path / "x.json")
+            "s-x",
+            "autoencoder",
+            str(samples),
+            str(tmp_path / "r"),
+            str(tmp_path / "x.json"),
+            {"epochs": 1_000_000},
         )
-        with pytest.raises(RuntimeError, match="warm worker exited"):
+        thread = threading.Thread(
+            target=lambda: outcome.setdefault("waiting", _try(worker.run, request))
+        )
+        thread.start()
+        assert worker.process is not None
+        _wait_for(lambda: bool(_children(worker.pid)), "the training never started")
+        trainings = _children(worker.pid)
+        worker.process.kill()
+        thread.join(timeout=60)
+        assert isinstance(outcome["waiting"], RuntimeError)
+        assert "warm worker exited" in str(outcome["waiting"])
+        with pytest.raises(RuntimeError, match="warm worker exited"):  # and no more jobs
             worker.run(request, None, None)
+        assert worker.closed
     finally:
         worker.close()
+        for pid in trainings:  # the test's own: the killed worker's orphaned child
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_warm_worker_with_nothing_to_do_exits_cleanly() -> None:
@@ -264,21 +288,16 @@ def test_a_node_worker_on_a_socket_outlives_its_agents_and_kills_their_orphans(
         # an agent killed mid-training: its connection closes, its training is killed
         orphan: dict[str, object] = {}
         thread = threading.Thread(
-            target=lambda: orphan.setdefault("m", _try(first.run, request("s-2", 5000)))
+            target=lambda: orphan.setdefault("m", _try(first.run, request("s-2", 1_000_000)))
         )
         thread.start()
-        deadline = time.monotonic() + 60
-        while not _children(worker_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        _wait_for(lambda: bool(_children(worker_pid)), "the long training never started")
         trainings = _children(worker_pid)
-        assert trainings, "the long training never started"
         first.close()
         thread.join(timeout=60)
         assert isinstance(orphan["m"], RuntimeError)
-        deadline = time.monotonic() + 30
-        while any(_alive(pid) for pid in trainings) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(_alive(pid) for pid in trainings)
+        # killed and reaped by the worker (a zombie would still be in /proc)
+        _wait_for(lambda: not any(_alive(pid) for pid in trainings), "orphans left", 20.0)
         # the next agent finds the same worker, warm
         second = WarmWorker(sock, start_timeout_s=30)
         assert second.pid == worker_pid
@@ -289,21 +308,62 @@ def test_a_node_worker_on_a_socket_outlives_its_agents_and_kills_their_orphans(
         _stop_recorded_worker(worker_dir)
 
 
-def _try(call, *args):  # type: ignore[no-untyped-def]
+def _try(call: Callable[..., Any], request: TrainingRequest) -> Any:
     try:
-        return call(*args, None, None)
+        return call(request, None, None)
     except RuntimeError as error:
         return error
 
 
+def _wait_for(condition: Callable[[], bool], why: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
 def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
+    """Processes whose parent is `pid` (read from /proc/*/stat)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _alive(pid: int) -> bool:
+    """The process exists (a zombie too: its parent has not reaped it)."""
+    return Path(f"/proc/{pid}").exists()
+
+
+def test_the_node_worker_answers_a_bad_order_and_a_stale_socket_gets_a_new_worker(
+    tmp_path: Path,
+) -> None:
+    worker_dir = tmp_path / "worker"
+    sock = worker_dir / "worker.sock"
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+        first = WarmWorker(str(sock))
+        first.close()
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        raw.settimeout(60)
+        raw.connect(str(sock))
+        reader = raw.makefile("r")
+        assert json.loads(reader.readline())["ready"]
+        raw.sendall(b'{"id": 7, "request"\n')  # not JSON
+        answer = json.loads(reader.readline())
+        assert answer["id"] is None and answer["exit"] is None and "error" in answer
+        raw.sendall(b'{"id": 8}\n')  # no request: the child fails, the worker answers
+        answer = json.loads(reader.readline())
+        assert answer["id"] == 8 and answer["exit"] == 1
+        raw.close()
+        # the worker dies; its socket file stays behind; the next agent starts a new one
+        old = first.pid
+        os.killpg(old, signal.SIGKILL)
+        os.waitpid(old, 0)
+        assert sock.exists()
+        second = WarmWorker(str(sock))
+        assert second.pid != old and int((worker_dir / "worker.pid").read_text()) == second.pid
+        second.close()
+    finally:
+        _stop_recorded_worker(worker_dir)

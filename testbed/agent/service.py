@@ -383,7 +383,7 @@ class Agent:
         from testbed.jobs.runner import WarmWorker
 
         with self.worker_lock:
-            if self.worker is None:
+            if self.worker is None or self.worker.closed:  # none yet, or it went away
                 self.worker = WarmWorker(self.config.worker_socket or None)
             return self.worker
 

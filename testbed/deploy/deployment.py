@@ -32,7 +32,7 @@ from testbed.deploy.remote_logs import RemoteLogs
 from testbed.deploy.stages import Stage
 from testbed.results.atomic import atomic_write_text
 
-AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out")
+AGENT_FILES = ("agent/events.jsonl", "agent/agent.log", "agent/agent.out", "worker/worker.log")
 # paramiko's transport threads log a connection torn down under them (a relay or jump
 # host gone while a channel closes) as tracebacks on stderr; failures that matter reach
 # the harness as exceptions, so its own log stays out of the user's terminal

@@ -246,7 +246,8 @@ class DeployedTestbed:
         if pending:
             raise DeployError(
                 f"agents without a ready training worker after {timeout_s:.0f} s: "
-                f"{sorted(pending)} (see their agent.log under the node's work dir)"
+                f"{sorted(pending)} (see agent/agent.log and worker/worker.log under each "
+                "node's work dir)"
             )
 
     def _stream_jobs(self, streams: list[StreamDef]) -> dict[str, list[dict[str, Any]]]:

@@ -123,16 +123,24 @@ class WarmWorker:
 
     Without `socket_path` the worker is this process's child, talked to over its stdin
     and stdout. With it, the worker is the node's: it is reached over that Unix socket,
-    started there (detached, its pid beside the socket) if none answers, and it outlives
-    this client (`testbed.jobs.warm_worker`).
+    started there (detached; `worker.pid` and `worker.log` beside the socket) if none
+    answers, and it outlives this client (`testbed.jobs.warm_worker`).
     """
 
-    def __init__(self, socket_path: str | None = None, start_timeout_s: float = 180.0) -> None:
+    def __init__(
+        self,
+        socket_path: str | None = None,
+        start_timeout_s: float = 180.0,
+        job_timeout_s: float = 3600.0,
+    ) -> None:
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._waiting: dict[int, Future[dict[str, Any]]] = {}
+        self._closed: str | None = None  # why the worker can take no more jobs
+        self.job_timeout_s = job_timeout_s
         self.process: subprocess.Popen[str] | None = None
         self._socket: socket.socket | None = None
+        self.where = "a child of this process"
         if socket_path is None:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "testbed.jobs.warm_worker"],
@@ -140,20 +148,33 @@ class WarmWorker:
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            assert self.process.stdin is not None and self.process.stdout is not None
-            self._in, self._out = self.process.stdin, self.process.stdout
+            assert self.process.stdout is not None
+            self._out = self.process.stdout
         else:
+            self.where = f"{socket_path} (log: {Path(socket_path).with_name('worker.log')})"
             self._socket = _connect_or_start(Path(socket_path), start_timeout_s)
-            channel = self._socket.makefile("rw", encoding="utf-8", newline="\n")
-            self._in = self._out = channel
-        ready = self._read()
-        if not ready.get("ready"):
-            raise RuntimeError(f"warm worker did not start: {ready}")
+            # reading and writing through one text file object would lose read-ahead
+            # answers on every write: the reader has a file of its own, writes go raw
+            self._out = self._socket.makefile("r", encoding="utf-8", newline="\n")
+        try:
+            ready = self._read()
+            if not ready.get("ready"):
+                raise RuntimeError(f"warm worker at {self.where} did not start: {ready}")
+        except BaseException:
+            self._release()
+            raise
         self.pid = int(ready["pid"])
         if self._socket is not None:
             self._socket.settimeout(None)  # answers come when trainings end
         self._reader = threading.Thread(target=self._hand_out, daemon=True)
         self._reader.start()
+
+    @property
+    def closed(self) -> bool:
+        """The worker is gone or the connection to it closed: it takes no more jobs."""
+        return self._closed is not None or (
+            self.process is not None and self.process.poll() is not None
+        )
 
     def memory_mb(self) -> float:
         """Resident memory of the worker itself (torch imported, warmed up)."""
@@ -164,13 +185,27 @@ class WarmWorker:
     def _gone(self) -> str:
         if self.process is not None:
             return f"warm worker exited with {self.process.wait()}"
-        return "warm worker closed the connection"
+        return f"the warm worker at {self.where} closed the connection"
 
     def _read(self) -> dict[str, Any]:
-        line = self._out.readline()
+        try:
+            line = self._out.readline()
+        except TimeoutError:
+            raise RuntimeError(
+                f"the warm worker at {self.where} did not answer within the start timeout "
+                "(still serving an earlier agent, or hung: see its log)"
+            ) from None
         if not line:
             raise RuntimeError(self._gone())
         return dict(json.loads(line))
+
+    def _send(self, line: str) -> None:
+        if self._socket is not None:
+            self._socket.sendall(line.encode())
+        else:
+            assert self.process is not None and self.process.stdin is not None
+            self.process.stdin.write(line)
+            self.process.stdin.flush()
 
     def _hand_out(self) -> None:
         """Each answer to the job it belongs to; when the worker is gone, every job still
@@ -189,8 +224,6 @@ class WarmWorker:
         for waiting in left.values():
             waiting.set_exception(RuntimeError(why))
 
-    _closed: str | None = None
-
     def run(
         self, request: TrainingRequest, limit_m: float | None, parent: CpuGroup | None
     ) -> JobMeasurement:
@@ -200,9 +233,7 @@ class WarmWorker:
             before = group.usage_s() if group is not None else 0.0
             answer: Future[dict[str, Any]] = Future()
             with self._lock:
-                if self._closed is not None or (
-                    self.process is not None and self.process.poll() is not None
-                ):
+                if self.closed:
                     raise RuntimeError(self._closed or self._gone())
                 job_id = next(self._ids)
                 order = {
@@ -213,35 +244,55 @@ class WarmWorker:
                 self._waiting[job_id] = answer
                 spawned = time.time()
                 try:
-                    self._in.write(json.dumps(order) + "\n")
-                    self._in.flush()
+                    self._send(json.dumps(order) + "\n")
                 except (OSError, ValueError) as error:
                     self._waiting.pop(job_id, None)
                     raise RuntimeError(f"{self._gone()} ({error})") from None
-            result = answer.result()
+            try:
+                result = answer.result(timeout=self.job_timeout_s)
+            except TimeoutError:
+                with self._lock:
+                    self._waiting.pop(job_id, None)
+                raise RuntimeError(
+                    f"no answer from the warm worker at {self.where} for job {job_id} "
+                    f"within {self.job_timeout_s:.0f} s"
+                ) from None
             ended = time.time()
             if result.get("exit") != 0:
-                raise RuntimeError(f"training job failed in the warm worker: {result}")
+                raise RuntimeError(
+                    f"training job failed in the warm worker ({result}; its error is in "
+                    f"the worker's stderr: {self.where})"
+                )
             return _measure("warm", limit_m, spawned, ended, group, before, request)
         finally:
             if group is not None:
                 group.remove()
 
-    def close(self) -> None:
-        """Stop the worker (a child) or leave it (the node's: it kills the trainings this
-        client ordered and waits for the next client)."""
+    def _release(self) -> None:
+        """Close the channel: a child worker finishes its jobs and exits (killed after
+        10 s); the node's worker is left running and kills the jobs this client ordered."""
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
             self._socket.close()
+            with contextlib.suppress(OSError):
+                self._out.close()
         elif self.process is not None and self.process.poll() is None:
-            self._in.close()
+            assert self.process.stdin is not None
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    def close(self) -> None:
+        self._release()
         self._reader.join(timeout=10)
+        if self.process is not None and self.process.stdout is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdout.close()
 
     def __enter__(self) -> WarmWorker:
         return self
@@ -253,7 +304,9 @@ class WarmWorker:
 def _connect_or_start(path: Path, timeout_s: float) -> socket.socket:
     """A connection to the node's warm worker at `path`; one is started (detached, in a
     session of its own, pid in `worker.pid` and log in `worker.log` beside the socket)
-    when nothing answers there."""
+    when nothing answers there. An exclusive lock on `worker.lock` keeps two clients from
+    starting two workers; a worker that does not come up in time is killed."""
+    import fcntl
 
     def connect() -> socket.socket | None:
         client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -265,27 +318,36 @@ def _connect_or_start(path: Path, timeout_s: float) -> socket.socket:
             client.close()
             return None
 
-    found = connect()
-    if found is not None:
-        return found
     path.parent.mkdir(parents=True, exist_ok=True)
-    log = path.with_name("worker.log")
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "testbed.jobs.warm_worker", "--socket", str(path)],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,  # its own process group: `kill -- -PID` stops its jobs too
-        )
-    path.with_name("worker.pid").write_text(f"{process.pid}\n")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    with (path.with_name("worker.lock")).open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         found = connect()
         if found is not None:
             return found
-        if process.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-5:]
-            raise RuntimeError(f"warm worker exited with {process.returncode}: {tail}")
-        time.sleep(0.1)
-    raise RuntimeError(f"no warm worker answered at {path} within {timeout_s:.0f} s")
+        log = path.with_name("worker.log")
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "testbed.jobs.warm_worker", "--socket", str(path)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,  # its own process group: `kill -- -PID` stops its jobs
+            )
+        pid_file = path.with_name("worker.pid")
+        pid_file.with_name(".worker.pid.tmp").write_text(f"{process.pid}\n")
+        os.replace(pid_file.with_name(".worker.pid.tmp"), pid_file)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = connect()
+            if found is not None:
+                return found
+            if process.poll() is not None:
+                tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                raise RuntimeError(f"warm worker exited with {process.returncode}: {tail}")
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, 9)
+        process.wait()
+        raise RuntimeError(
+            f"no warm worker answered at {path} within {timeout_s:.0f} s (see {log})"
+        )

@@ -31,8 +31,9 @@ import signal
 import socket
 import sys
 import time
+import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy  # imported once, shared by every child
 import torch  # noqa: F401
@@ -49,12 +50,18 @@ def warm_up() -> None:
         train(kind, rng.normal(size=(16, features)).astype("float32"), TrainingConfig(epochs=1))
 
 
-def _start(order: dict[str, Any]) -> int:
-    """Fork the job's child; the child never returns into the worker loop."""
+def _start(order: dict[str, Any], inherited: tuple[int, ...]) -> int:
+    """Fork the job's child; the child never returns into the worker loop. It closes the
+    worker's sockets first (`inherited`): a child left running must not keep the worker's
+    address answering, nor an agent's connection open."""
     pid = os.fork()
     if pid == 0:  # the job
         code = 1
         try:
+            nowhere = os.open(os.devnull, os.O_RDWR)
+            for fd in inherited:  # /dev/null in their place: a stray print cannot fail
+                with contextlib.suppress(OSError):
+                    os.dup2(nowhere, fd)
             entered = time.time()
             for directory in order.get("cgroup_dirs", []):
                 (Path(directory) / "cgroup.procs").write_text(str(os.getpid()))
@@ -71,9 +78,13 @@ def _line(message: dict[str, Any]) -> bytes:
     return (json.dumps(message) + "\n").encode()
 
 
-def session(read_fd: int, write_fd: int, orphans: str) -> None:
+def session(
+    read_fd: int, write_fd: int, orphans: Literal["wait", "kill"], inherited: tuple[int, ...] = ()
+) -> None:
     """Serve orders from `read_fd` until it closes. Then the children still running
-    are waited for (`orphans="wait"`) or killed (`orphans="kill"`)."""
+    are waited for (`orphans="wait"`) or killed (`orphans="kill"`). An order that cannot
+    be read or started is answered with its error; should the loop itself fail, its
+    children are killed and reaped before the error goes on."""
     # poll, not epoll: stdin may be a file such as /dev/null
     selector = selectors.PollSelector()
     selector.register(read_fd, selectors.EVENT_READ, None)
@@ -82,7 +93,6 @@ def session(read_fd: int, write_fd: int, orphans: str) -> None:
     reading = True
 
     def answer(message: dict[str, Any]) -> None:
-        nonlocal reading
         if not reading and orphans == "kill":
             return  # nobody to tell
         try:
@@ -100,31 +110,49 @@ def session(read_fd: int, write_fd: int, orphans: str) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
 
-    while reading or children:
-        for key, _ in selector.select():
-            if key.data is None:  # orders
-                try:
-                    chunk = os.read(read_fd, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    hang_up()
-                    continue
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in filter(bytes.strip, lines):
-                    order = json.loads(line)
-                    pid = _start(order)
-                    pidfd = os.pidfd_open(pid)
-                    selector.register(pidfd, selectors.EVENT_READ, (pid, order.get("id")))
-                    children[pidfd] = (pid, order.get("id"))
-            else:  # a child ended
-                pid, job_id = children.pop(key.fd)
-                selector.unregister(key.fd)
-                os.close(key.fd)
-                _, status = os.waitpid(pid, 0)
-                answer({"id": job_id, "pid": pid, "exit": os.waitstatus_to_exitcode(status)})
-    selector.close()
+    def take(line: bytes) -> None:
+        job_id = None
+        try:
+            order = json.loads(line)
+            job_id = order.get("id")
+            pid = _start(order, (*inherited, read_fd, write_fd))
+        except (ValueError, AttributeError, OSError) as error:  # bad order, fork failed
+            answer({"id": job_id, "pid": None, "exit": None, "error": repr(error)})
+            return
+        pidfd = os.pidfd_open(pid)
+        selector.register(pidfd, selectors.EVENT_READ, (pid, job_id))
+        children[pidfd] = (pid, job_id)
+
+    try:
+        while reading or children:
+            for key, _ in selector.select():
+                if key.data is None:  # orders
+                    try:
+                        chunk = os.read(read_fd, 65536)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        hang_up()
+                        continue
+                    buffer += chunk
+                    *lines, buffer = buffer.split(b"\n")
+                    for line in filter(bytes.strip, lines):
+                        take(line)
+                else:  # a child ended
+                    pid, job_id = children.pop(key.fd)
+                    selector.unregister(key.fd)
+                    os.close(key.fd)
+                    _, status = os.waitpid(pid, 0)
+                    code = os.waitstatus_to_exitcode(status)
+                    answer({"id": job_id, "pid": pid, "exit": code})
+    finally:
+        for pidfd, (pid, _) in children.items():  # only when the loop itself failed
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            os.close(pidfd)
+        selector.close()
 
 
 def serve_stdin() -> int:
@@ -150,9 +178,11 @@ def serve_socket(path: Path) -> int:
         with connection:
             try:
                 connection.sendall(_line({"ready": True, "pid": os.getpid()}))
-            except OSError:
-                continue
-            session(connection.fileno(), connection.fileno(), orphans="kill")
+                fd = connection.fileno()
+                session(fd, fd, orphans="kill", inherited=(server.fileno(),))
+            except Exception:  # one agent's session failed: say so, serve the next
+                traceback.print_exc()
+                sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> int:

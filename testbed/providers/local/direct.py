@@ -85,8 +85,9 @@ class LocalDirectTestbed(LocalTestbed):
         spec = self.experiment.spec
         local = spec.local
         streams, load = self._cell_setup(cell)
-        for node in self.topology.nodes:  # the agents' files are new for every cell
-            shutil.rmtree(self.agent_dir(node), ignore_errors=True)
+        if self.deployment is None:  # the agents' files are new for every cell
+            for node in self.topology.nodes:  # (04-agents cleans them where it deploys)
+                shutil.rmtree(self.agent_dir(node), ignore_errors=True)
         overrides: dict[str, dict[str, Any]] = {
             node: {"work_dir": str(self.agent_dir(node)), **load.get(node, {})}
             for node in self.topology.nodes

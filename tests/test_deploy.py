@@ -269,16 +269,29 @@ def test_playbooks_and_fabric_work_on_the_namespace_nodes(
     assert all(namespace_pids(ns) == [] for ns in plan.namespaces.values())
 
 
+_SPLIT_EVERY_SHELL_TASK = """
+import sys
+import yaml
+from ansible.parsing.splitter import split_args
+for play in yaml.safe_load(open(sys.argv[1])) or []:
+    for task in play.get("tasks", []):
+        for module in ("ansible.builtin.shell", "ansible.builtin.command"):
+            if isinstance(task.get(module), str):
+                split_args(task[module])  # raises AnsibleParserError
+"""
+
+
 @pytest.mark.parametrize("playbook", sorted(p.name for p in PLAYBOOK_DIR.glob("*.yml")))
 def test_every_shell_task_splits_as_ansible_splits_it_at_run_time(playbook: str) -> None:
     """`--syntax-check` does not parse a shell task's text; ansible does when it runs the
     task, and refuses quotes nested in quotes inside a Jinja block ("failed at splitting
-    arguments"). Split every shell and command task here as ansible will."""
-    from ansible.parsing.splitter import split_args
-
-    plays = yaml.safe_load((PLAYBOOK_DIR / playbook).read_text()) or []
-    for play in plays:
-        for task in play.get("tasks", []):
-            for module in ("ansible.builtin.shell", "ansible.builtin.command"):
-                if isinstance(task.get(module), str):
-                    split_args(task[module])  # raises AnsibleParserError
+    arguments"). Split every shell and command task here as ansible will, in a process of
+    its own: importing ansible patches `sys.intern`, which breaks torch's compiler in
+    this one."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SPLIT_EVERY_SHELL_TASK, str(PLAYBOOK_DIR / playbook)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-1500:]

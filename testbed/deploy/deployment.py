@@ -98,6 +98,10 @@ class Deployment:
     def stream_dir(self, node: str) -> PurePosixPath:
         return self.node_dir(node) / "streams"
 
+    def worker_socket(self, node: str) -> PurePosixPath:
+        """The node's warm worker, shared by the cells' agents (04/09-stop know it too)."""
+        return self.node_dir(node) / "worker" / "worker.sock"
+
     # --- playbooks --------------------------------------------------------------------
     def stage(self, stage: Stage, **extravars: Any) -> StageResult:
         """Run one numbered playbook against every node; log its timing beside the inventory."""

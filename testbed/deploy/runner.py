@@ -181,7 +181,7 @@ class DeployedTestbed:
             node: {
                 "work_dir": str(deployment.agent_dir(node)),
                 # one warm worker per node for the whole run (09-stop's last run stops it)
-                "worker_socket": str(deployment.node_dir(node) / "worker" / "worker.sock"),
+                "worker_socket": str(deployment.worker_socket(node)),
                 **load.get(node, {}),
             }
             for node in self.topology.nodes

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from testbed.jobs.cgroups import CpuGroup, enter_preexec
 from testbed.jobs.training_job import TrainingRequest
+from testbed.results.atomic import atomic_write_text
 
 Mode = Literal["fresh", "warm"]
 _job_numbers = itertools.count(1)
@@ -333,9 +334,7 @@ def _connect_or_start(path: Path, timeout_s: float) -> socket.socket:
                 stderr=out,
                 start_new_session=True,  # its own process group: `kill -- -PID` stops its jobs
             )
-        pid_file = path.with_name("worker.pid")
-        pid_file.with_name(".worker.pid.tmp").write_text(f"{process.pid}\n")
-        os.replace(pid_file.with_name(".worker.pid.tmp"), pid_file)
+        atomic_write_text(path.with_name("worker.pid"), f"{process.pid}\n")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             found = connect()

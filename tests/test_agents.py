@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -22,9 +23,9 @@ from testbed.jobs.auth import new_secret
 from testbed.jobs.trigger import samples_bytes
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
-from testbed.providers.local.agents import agent_configs, start_agents
+from testbed.providers.local.agents import agent_configs, restart_agent, start_agents
 from testbed.providers.local.mesh import start_mesh
-from testbed.providers.local.provider import STATE_DIR, down, leftovers, up
+from testbed.providers.local.provider import STATE_DIR, LocalState, down, leftovers, up
 from testbed.spec.loader import load_layout
 
 from .conftest import prerequisite
@@ -61,8 +62,9 @@ def inside(namespace: str) -> Iterator[None]:
 
 
 class AgentBed:
-    def __init__(self, plan: LocalPlan, secret: str, testbed_id: str) -> None:
+    def __init__(self, plan: LocalPlan, secret: str, testbed_id: str, state: LocalState) -> None:
         self.plan = plan
+        self.state = state
         self.secret = bytes.fromhex(secret)
         self.id = testbed_id
 
@@ -119,7 +121,7 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentBed]:
             common={"training": {"epochs": 20}, "gossip_interval_s": 0.5},
         )
         start_agents(plan, state, configs)
-        bed = AgentBed(plan, secret, testbed_id)
+        bed = AgentBed(plan, secret, testbed_id, state)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and bed.status("edge-1")["views"] != ["edge-2"]:
             time.sleep(0.3)
@@ -184,6 +186,28 @@ def test_a_trigger_while_the_previous_run_goes_on_is_dropped(
     ]
     assert dropped and dropped[0]["reason"] == "previous-running"
     assert _report(testbed, first)["outcome"] == "executed"
+
+
+def test_a_job_sent_to_a_stopped_agent_is_dropped_as_agent_down_by_the_sender(
+    testbed: AgentBed, citypulse: Path
+) -> None:
+    """Both fog agents crash; edge-2 still holds their gossip (it forgets a node only
+    after 5 silent intervals), so the job it sends to a fog node meets a refused
+    connection there, and edge-2 drops it as `agent-down` with the fog node on its path.
+    The agents start again afterwards, for the tests after this one."""
+    fogs = ["fog-1", "fog-2"]
+    for node in fogs:
+        pid = testbed.state.daemons[f"agent-{node}"]  # recorded when this bed started it
+        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    try:
+        report = _report(testbed, _trigger(testbed, _samples(citypulse)))
+    finally:
+        for node in fogs:
+            restart_agent(testbed.plan, testbed.state, node)
+    assert report["outcome"] == "dropped" and report["reason"] == "agent-down", report
+    assert report["path"][:2] == ["edge-1", "edge-2"] and report["path"][2] in fogs, report
 
 
 def test_unauthenticated_and_malformed_requests_are_rejected_and_counted(
@@ -428,8 +452,9 @@ def test_a_killed_agent_is_survived_and_its_jobs_are_attributed(
     assert (executed["executing_node"] == "fog-1").loc[executed["time_s"] > 1500].any()
     # a job sent to a stopped agent is refused there and dropped as agent-down by the
     # sender, until the sender forgets the silent node (5 gossip intervals, 250 s here)
+    # (whether a job was sent to a stopped agent in this run depends on the timing; that
+    # it happens, and how, is asserted by the test of a job sent to a stopped agent above)
     forwarded = rows[(rows["drop_reason"] == "agent-down") & (rows["hops"] > 0)]
-    assert len(forwarded) >= 1, reasons
     for row in forwarded.itertuples():
         stopped = 300 if row.path.endswith(">fog-1") else 1500
         assert row.path.endswith((">fog-1", ">fog-2")) and stopped <= row.time_s < stopped + 400

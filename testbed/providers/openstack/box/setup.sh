@@ -407,12 +407,30 @@ phase_status() { # one line per service; exit 1 if any is down
   return $bad
 }
 
+MARIADB_PID=/run/mysqld/mysqld.pid
+mariadb_alive() { # the pid file names a live (not zombie) process
+  local st
+  [ -f $MARIADB_PID ] || return 1
+  st=$(ps -o stat= -p "$(cat $MARIADB_PID)" 2>/dev/null) || return 1
+  case "$st" in Z*|"") return 1 ;; esac
+}
+mariadb_drop_stale_pid() { [ -f $MARIADB_PID ] && ! mariadb_alive && rm -f $MARIADB_PID; true; }
+
 phase_health() { # restart whatever died, in dependency order, then wait for the APIs
   if ! mysqladmin --silent ping >/dev/null 2>&1; then
     # the init script gives up after its own wait; on a busy host mariadbd is still
     # recovering then, so wait for it to answer (3 min) before calling it failed
-    echo "restarting mariadb"; /etc/init.d/mariadb start || true
-    for i in $(seq 1 180); do mysqladmin --silent ping >/dev/null 2>&1 && break; sleep 1; done
+    # a killed server can linger as a zombie (a container's pid 1 may reap late);
+    # mysqld_safe takes the pid file's zombie for a running server and refuses to start
+    echo "restarting mariadb"; mariadb_drop_stale_pid; /etc/init.d/mariadb start || true
+    for i in $(seq 1 180); do
+      mysqladmin --silent ping >/dev/null 2>&1 && break
+      # nothing alive to wait for (the init script's attempt was refused): start again
+      if [ $((i % 30)) = 0 ] && ! mariadb_alive; then
+        mariadb_drop_stale_pid; /etc/init.d/mariadb start || true
+      fi
+      sleep 1
+    done
     mysqladmin --silent ping >/dev/null 2>&1 || { echo "mariadb did not come back"; return 1; }
   fi
   if ! listening 5672; then

@@ -11,6 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-local.loc
 # /opt/wheels. Elsewhere: make PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 WHEELS := $(wildcard /opt/wheels)
 PIP_EXTRA ?= $(if $(WHEELS),--find-links $(WHEELS),)
+UV_VERSION := 0.13.9
 PROFILE ?= quick
 TESTBED ?= auto
 # TESTBED=openstack: the clouds.yaml entry (CLOUD=NAME, else OS_CLOUD) and, optionally, the
@@ -62,10 +63,15 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "los-testbed needs Python 3.11, found " + sys.version.split()[0]'
 	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet $(PIP_EXTRA) -r requirements.lock
-	@if [ -f $(NFQUEUE_HEADER) ]; then $(BIN)/pip install --quiet -r requirements-local.lock; \
-	else echo "note: no libnetfilter-queue-dev: the local testbed runs without link delays"; fi
-	$(BIN)/pip install --quiet --no-deps -e .
+	@# uv installs the lock in seconds (pip: about a minute here); pip where uv cannot be had
+	@set -e; \
+	if $(BIN)/pip install --quiet uv==$(UV_VERSION); then \
+	  install="$(BIN)/uv pip install --quiet --python $(BIN)/python --index-strategy unsafe-best-match"; \
+	else echo "note: no uv $(UV_VERSION); installing with pip (slower)"; install="$(BIN)/pip install --quiet"; fi; \
+	echo "$$install $(PIP_EXTRA) -r requirements.lock"; $$install $(PIP_EXTRA) -r requirements.lock; \
+	if [ -f $(NFQUEUE_HEADER) ]; then $$install -r requirements-local.lock; \
+	else echo "note: no libnetfilter-queue-dev: the local testbed runs without link delays"; fi; \
+	$$install --no-deps -e .
 	touch $@
 
 # TESTBED=auto (the default) runs the local testbed where this machine can host it (root,

@@ -44,15 +44,17 @@ from testbed.providers.local.testbed import LocalTestbed, deploy_choice
 from testbed.spec.experiment import ResolvedExperiment, TimeplanEvent
 
 
-def local_testbed(experiment: ResolvedExperiment, caps: Capabilities | None = None) -> LocalTestbed:
+def local_testbed(
+    experiment: ResolvedExperiment, caps: Capabilities | None = None, handover: bool = False
+) -> LocalTestbed:
     """The local testbed for `experiment`: cells as on cloud servers (ansible and stream
     jobs), or driven by the harness (`local.deploy: direct`, `local.stream_jobs: false`,
     or no sshd here)."""
     local = experiment.spec.local
     uses_ansible, _ = deploy_choice(local)
     if uses_ansible and local.stream_jobs:
-        return LocalTestbed(experiment, caps)
-    return LocalDirectTestbed(experiment, caps)
+        return LocalTestbed(experiment, caps, handover)
+    return LocalDirectTestbed(experiment, caps, handover)
 
 
 class LocalDirectTestbed(LocalTestbed):

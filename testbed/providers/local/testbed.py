@@ -37,6 +37,7 @@ from testbed.errors import UserError
 from testbed.jobs.auth import new_secret
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
+from testbed.providers.local import handover as handover_slot
 from testbed.providers.local.agents import agent_configs
 from testbed.providers.local.capabilities import Capabilities, probe
 from testbed.providers.local.deployment import LocalDeployment
@@ -66,7 +67,14 @@ def deploy_choice(local: LocalSpec) -> tuple[bool, str]:
 class LocalTestbed(DeployedTestbed):
     name = "local"
 
-    def __init__(self, experiment: ResolvedExperiment, caps: Capabilities | None = None) -> None:
+    def __init__(
+        self,
+        experiment: ResolvedExperiment,
+        caps: Capabilities | None = None,
+        handover: bool = False,
+    ) -> None:
+        """`handover`: at the end the testbed is kept for the next run of this process
+        (`testbed experiment`), which adopts it if it asks for the same one."""
         self.caps = caps or probe()
         needs_babeld = experiment.spec.local.mesh and self.caps.mesh == "static"
         if not self.caps.local_testbed_ready or needs_babeld:
@@ -86,6 +94,35 @@ class LocalTestbed(DeployedTestbed):
         self.run_dir: Path | None = None
         self.deployment: LocalDeployment | None = None
         self.uses_ansible, self.deploy_note = deploy_choice(self.settings)
+        self.handover = handover
+        self.kept_from: dict[str, Any] | None = None  # set when this run adopted a testbed
+        self._retarget = False  # the adopted deployment still logs into the last run's dir
+        self._adopt()
+
+    def _handover_key(self) -> handover_slot.HandoverKey:
+        local = self.experiment.spec.local
+        return handover_slot.HandoverKey(
+            type(self).__name__,
+            str(self.experiment.layout_path.resolve()),
+            local.cpu_scale,
+            local.mesh,
+            local.delay,
+            self.caps.mesh,
+            self.caps.link_delay,
+        )
+
+    def _adopt(self) -> bool:
+        """Take over the testbed an earlier run of this process kept, if it is this one."""
+        if not self.uses_ansible:
+            return False
+        kept = handover_slot.adopt(self._handover_key())
+        if kept is None:
+            return False
+        self.state, self.plan, self.deployment = kept.state, kept.plan, kept.deployment
+        self.id = kept.state.testbed_id
+        self.kept_from = kept.describe()
+        self._retarget = True
+        return True
 
     # --- the testbed ----------------------------------------------------------------
     def capabilities(self) -> dict[str, Any]:
@@ -104,9 +141,15 @@ class LocalTestbed(DeployedTestbed):
                 else "trigger driver with real CityPulse windows (prediction CPU declared)"
             ),
             "deploy": self.deploy_note,
+            # the namespaces, mesh and warm workers came from an earlier run's testbed
+            **({"testbed_handed_over": self.kept_from} if self.kept_from else {}),
         }
 
     def _bring_up(self) -> tuple[LocalState, LocalPlan]:
+        if self._retarget and self.deployment is not None:
+            deploy_dir = (self.run_dir or STATE_DIR / self.id) / "deployment"
+            handover_slot.retarget(self.deployment, deploy_dir)
+            self._retarget = False
         if self.state is None or self.plan is None:
             local = self.experiment.spec.local
             use_mesh = local.mesh and self.caps.mesh in ("babel", "batman-adv")
@@ -141,6 +184,19 @@ class LocalTestbed(DeployedTestbed):
         return self.deployment
 
     def close(self) -> None:
+        if self.handover and self.deployment is not None and self.state and self.plan:
+            # the cells' services are stopped; the testbed stays for the next run
+            self.deployment.close_connections()
+            handover_slot.keep(
+                handover_slot.KeptTestbed(
+                    self._handover_key(),
+                    self.state,
+                    self.plan,
+                    self.deployment,
+                    str(self.run_dir) if self.run_dir else self.id,
+                )
+            )
+            return
         if self.deployment is not None:
             self.deployment.close_connections()
             with contextlib.suppress(Exception):  # down removes what this leaves anyway

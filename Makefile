@@ -63,15 +63,16 @@ $(STAMP): requirements.lock requirements-local.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "los-testbed needs Python 3.11, found " + sys.version.split()[0]'
 	rm -f $(VENV)/.installed-*
 	$(PYTHON) -m venv $(VENV)
-	@# uv installs the lock in seconds (pip: about a minute here); pip where uv cannot be had
-	@set -e; \
-	if $(BIN)/pip install --quiet uv==$(UV_VERSION); then \
-	  install="$(BIN)/uv pip install --quiet --python $(BIN)/python --index-strategy unsafe-best-match"; \
-	else echo "note: no uv $(UV_VERSION); installing with pip (slower)"; install="$(BIN)/pip install --quiet"; fi; \
-	echo "$$install $(PIP_EXTRA) -r requirements.lock"; $$install $(PIP_EXTRA) -r requirements.lock; \
-	if [ -f $(NFQUEUE_HEADER) ]; then $$install -r requirements-local.lock; \
-	else echo "note: no libnetfilter-queue-dev: the local testbed runs without link delays"; fi; \
-	$$install --no-deps -e .
+	@# uv installs the lock in seconds (pip: about a minute here); pip where uv cannot be
+	@# installed or cannot install the lock (uv does not read pip's configuration)
+	@uv="$(BIN)/uv pip install --quiet --python $(BIN)/python --index-strategy unsafe-best-match"; \
+	pip="$(BIN)/pip install --quiet"; \
+	local_lock() { if [ -f $(NFQUEUE_HEADER) ]; then $$1 -r requirements-local.lock; \
+	  else echo "note: no libnetfilter-queue-dev: the local testbed runs without link delays"; fi; }; \
+	lock() { echo "$$1 $(PIP_EXTRA) -r requirements.lock" && $$1 $(PIP_EXTRA) -r requirements.lock \
+	  && local_lock "$$1" && $$1 --no-deps -e .; }; \
+	if $$pip $(PIP_EXTRA) uv==$(UV_VERSION) && lock "$$uv"; then :; \
+	else echo "note: installing with pip instead of uv (slower)"; lock "$$pip"; fi
 	touch $@
 
 # TESTBED=auto (the default) runs the local testbed where this machine can host it (root,

@@ -196,13 +196,14 @@ def test_a_job_sent_to_a_stopped_agent_is_dropped_as_agent_down_by_the_sender(
     connection there, and edge-2 drops it as `agent-down` with the fog node on its path.
     The agents start again afterwards, for the tests after this one."""
     fogs = ["fog-1", "fog-2"]
+    body = _samples(citypulse)  # before the kill: edge-2 forgets the fog nodes in 2.5 s
     for node in fogs:
         pid = testbed.state.daemons[f"agent-{node}"]  # recorded when this bed started it
         os.killpg(pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
     try:
-        report = _report(testbed, _trigger(testbed, _samples(citypulse)))
+        report = _report(testbed, _trigger(testbed, body))
     finally:
         for node in fogs:
             restart_agent(testbed.plan, testbed.state, node)

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
+from testbed.providers import registry
 from testbed.providers.local import handover
 from testbed.providers.local.provider import STATE_DIR, leftovers
 from testbed.spec.loader import load_experiment
@@ -83,10 +87,11 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
         assert kept is not None, "the first run kept its testbed"
         testbed_id = kept.state.testbed_id
         assert leftovers(testbed_id)["namespaces"], "its namespaces stay for the next run"
-        worker_pid = (
-            STATE_DIR / testbed_id / "nodes" / "fog-1" / "worker" / "worker.pid"
-        ).read_text()
-        os.kill(int(worker_pid), 0)  # the node's warm worker is still there
+        worker_file = STATE_DIR / testbed_id / "nodes" / "fog-1" / "worker" / "worker.pid"
+        worker_pid = int(worker_file.read_text())
+        os.kill(worker_pid, 0)  # the node's warm worker is still there
+        # nothing written into the complete first run from here on
+        first_stages = (first.path / "deployment" / "stages.jsonl").read_text()
 
         second = run_experiment(second_spec, "local", results, testbed_options={})
     finally:
@@ -101,11 +106,18 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
         "kept_from_run": str(first.path),
     }
     # the first run brought the testbed up; the second only ran its cells on it, with
-    # the same warm worker, and stopped everything at its end (09-stop with the mesh)
+    # the agent files and the warm workers in place (04 kills a worker only when they
+    # are not), and stopped everything at its end (09-stop with the mesh and workers)
     assert _stages(first.path)[:3] == ["01-base.yml", "02-mesh.yml", "04-agents.yml"]
+    assert (first.path / "deployment" / "stages.jsonl").read_text() == first_stages
     assert _stages(second.path)[0] == "04-agents.yml"
     assert "01-base.yml" not in _stages(second.path)
-    assert _stages(first.path)[-1] == "09-stop.yml"
+    agents = yaml.safe_load((second.path / "deployment" / "extravars-04-agents.yml").read_text())
+    assert agents["agent_files_in_place"] is True
+    stop = yaml.safe_load((second.path / "deployment" / "extravars-09-stop.yml").read_text())
+    assert stop.get("stop_mesh") is True
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker_pid, 0)  # the same worker served both runs and is gone now
     second_cell = next(
         json.loads(line)
         for line in (second.path / "events.jsonl").read_text().splitlines()
@@ -117,19 +129,63 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
 
 
 def test_a_run_that_asks_for_another_testbed_removes_the_kept_one(tmp_path: Path) -> None:
-    """A kept testbed whose key differs (another layout) is not adopted: it is removed,
-    and the run brings up its own."""
+    """A kept testbed is not adopted by a run that asks for another one (here: cells
+    driven directly, not deployed over SSH): it is removed before that run brings up its
+    own, and nothing is written into the complete first run's directory."""
+    from testbed.providers.local.direct import local_testbed
+
     (tmp_path / "small.yaml").write_text(SMALL)
     first_spec = load_experiment(_spec(tmp_path, "first", 1), known_schedulers=scheduler_names())
+    direct = yaml.safe_load(_spec(tmp_path, "direct", 3).read_text())
+    direct["local"]["deploy"] = "direct"
+    (tmp_path / "direct.yaml").write_text(yaml.safe_dump(direct))
+    direct_spec = load_experiment(tmp_path / "direct.yaml", known_schedulers=scheduler_names())
     try:
-        run_experiment(
+        first = run_experiment(
             first_spec, "local", tmp_path / "results", testbed_options={"handover": True}
         )
         kept = handover._kept
         assert kept is not None
-        other = handover.HandoverKey(**{**kept.key.__dict__, "layout": "/another/layout.yaml"})
-        assert handover.adopt(other) is None
-        assert handover._kept is None
-        assert leftovers(kept.state.testbed_id)["namespaces"] == []
+        first_stages = (first.path / "deployment" / "stages.jsonl").read_text()
+        bed = local_testbed(registry.view("local", direct_spec))
+        try:
+            assert handover._kept is None and bed.kept_from is None
+            assert leftovers(kept.state.testbed_id)["namespaces"] == []
+        finally:
+            bed.close()
+        assert (first.path / "deployment" / "stages.jsonl").read_text() == first_stages
     finally:
         handover.release()
+
+
+def test_a_kept_testbed_nobody_adopts_is_removed_when_the_process_exits(tmp_path: Path) -> None:
+    """The first experiment keeps its testbed and the process ends before a second run
+    adopts it (as when the second run's spec is refused): nothing is left behind."""
+    (tmp_path / "small.yaml").write_text(SMALL)
+    spec = _spec(tmp_path, "first", 1)
+    script = tmp_path / "keep.py"
+    script.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from testbed.experiment.runner import run_experiment\n"
+        "from testbed.los.schedulers import scheduler_names\n"
+        "from testbed.providers.local import handover\n"
+        "from testbed.spec.loader import load_experiment\n"
+        f"spec = load_experiment(Path({str(spec)!r}), known_schedulers=scheduler_names())\n"
+        f"run_experiment(spec, 'local', Path({str(tmp_path / 'results')!r}),"
+        " testbed_options={'handover': True})\n"
+        "print(handover._kept.state.testbed_id, flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO.parent,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    testbed_id = done.stdout.split()[-1]
+    assert testbed_id.startswith("run-")
+    assert leftovers(testbed_id)["namespaces"] == []

@@ -98,6 +98,8 @@ class DeployedTestbed:
     secret: str
     run_dir: Path | None
     deployment: Deployment | None
+    services_left = False
+    """The last cell's services may still run on the nodes (its stop failed)."""
 
     # --- what a testbed provides -----------------------------------------------------
     def _ensure_up(self) -> Deployment:
@@ -211,8 +213,11 @@ class DeployedTestbed:
             finally:
                 faults.reset()
         finally:
-            with contextlib.suppress(DeployError):  # agents, prediction jobs, replayers
+            try:  # agents, prediction jobs, replayers
                 deployment.stop_services()
+                self.services_left = False
+            except DeployError:  # the run's final stop tries again
+                self.services_left = True
         # the results come from the nodes' own files, fetched over SSH
         into = (self.run_dir or Path(".")) / "nodes" / cell.id
         fetched = deployment.collect(into)

@@ -7,11 +7,15 @@ torch: about a minute here), the first run hands its testbed over: its cells' se
 are stopped as after every cell, the namespaces, mesh, delay daemon and warm workers
 stay, and the next run adopts them if it asks for the same testbed (`HandoverKey`).
 A run that asks for another one, or a failure before the next run adopts it, removes
-the kept testbed (`release`). The adopting run records where its testbed came from.
+the kept testbed (`release`, also when the process exits). The adopting run records where
+its testbed came from. What the testbed carries over is its clock: the link-delay drift
+runs on from the first run's start, so the second run's cells see a later phase of it
+(as a run's later cells do).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ class HandoverKey:
     delay: bool
     host_mesh: str
     host_link_delay: str
+    uses_ansible: bool  # cells deployed over SSH by the playbooks, or driven directly
 
 
 @dataclass
@@ -50,14 +55,20 @@ class KeptTestbed:
 
 
 _kept: KeptTestbed | None = None
+_exit_hook = False
 
 
 def keep(testbed: KeptTestbed) -> None:
-    """Hold `testbed` for the next run of this process (one at a time)."""
-    global _kept
+    """Hold `testbed` for the next run of this process (one at a time). Should no run
+    adopt it (the next one failed before it could), it is removed when the process
+    exits."""
+    global _kept, _exit_hook
     if _kept is not None and _kept.state.testbed_id != testbed.state.testbed_id:
         release()
     _kept = testbed
+    if not _exit_hook:
+        atexit.register(release)
+        _exit_hook = True
 
 
 def adopt(key: HandoverKey) -> KeptTestbed | None:

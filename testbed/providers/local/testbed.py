@@ -30,6 +30,7 @@ from testbed.agent.config import AgentConfig
 from testbed.cells.cell import Cell
 from testbed.deploy.deployment import Deployment
 from testbed.deploy.host_load import HostLoad
+from testbed.deploy.playbooks import DeployError
 from testbed.deploy.remote_faults import RemoteFaults
 from testbed.deploy.runner import DeployedTestbed
 from testbed.deploy.stages import Stage
@@ -109,12 +110,12 @@ class LocalTestbed(DeployedTestbed):
             local.delay,
             self.caps.mesh,
             self.caps.link_delay,
+            self.uses_ansible,
         )
 
     def _adopt(self) -> bool:
-        """Take over the testbed an earlier run of this process kept, if it is this one."""
-        if not self.uses_ansible:
-            return False
+        """Take over the testbed an earlier run of this process kept, if it is this one
+        (one that is not is removed: this run brings up its own under the same id)."""
         kept = handover_slot.adopt(self._handover_key())
         if kept is None:
             return False
@@ -145,11 +146,14 @@ class LocalTestbed(DeployedTestbed):
             **({"testbed_handed_over": self.kept_from} if self.kept_from else {}),
         }
 
-    def _bring_up(self) -> tuple[LocalState, LocalPlan]:
+    def attach(self, run_dir: Path) -> None:
+        """An adopted deployment logs its stages into this run's directory from here on."""
+        super().attach(run_dir)
         if self._retarget and self.deployment is not None:
-            deploy_dir = (self.run_dir or STATE_DIR / self.id) / "deployment"
-            handover_slot.retarget(self.deployment, deploy_dir)
+            handover_slot.retarget(self.deployment, run_dir / "deployment")
             self._retarget = False
+
+    def _bring_up(self) -> tuple[LocalState, LocalPlan]:
         if self.state is None or self.plan is None:
             local = self.experiment.spec.local
             use_mesh = local.mesh and self.caps.mesh in ("babel", "batman-adv")
@@ -184,18 +188,14 @@ class LocalTestbed(DeployedTestbed):
         return self.deployment
 
     def close(self) -> None:
-        if self.handover and self.deployment is not None and self.state and self.plan:
-            # the cells' services are stopped; the testbed stays for the next run
-            self.deployment.close_connections()
-            handover_slot.keep(
-                handover_slot.KeptTestbed(
-                    self._handover_key(),
-                    self.state,
-                    self.plan,
-                    self.deployment,
-                    str(self.run_dir) if self.run_dir else self.id,
-                )
-            )
+        kept = (
+            self.handover
+            and self.deployment is not None
+            and self.state is not None
+            and self.plan is not None
+            and self._hand_over(self.deployment, self.state, self.plan)
+        )
+        if kept:
             return
         if self.deployment is not None:
             self.deployment.close_connections()
@@ -203,6 +203,27 @@ class LocalTestbed(DeployedTestbed):
                 self.deployment.stage(Stage.STOP, stop_mesh=True)
         with contextlib.suppress(RuntimeError):
             down(self.id)
+
+    def _hand_over(self, deployment: LocalDeployment, state: LocalState, plan: LocalPlan) -> bool:
+        """Keep the testbed for the next run, once nothing of this run's cells runs on it
+        (if the last cell's stop failed and fails again, it is torn down instead). From
+        here on its stages log outside this run's directory, which is complete."""
+        if self.services_left:
+            try:
+                deployment.stop_services()
+            except DeployError:
+                return False
+        deployment.close_connections()
+        handover_slot.retarget(deployment, STATE_DIR / self.id / "deployment")
+        kept = handover_slot.KeptTestbed(
+            self._handover_key(),
+            state,
+            plan,
+            deployment,
+            str(self.run_dir) if self.run_dir else self.id,
+        )
+        handover_slot.keep(kept)
+        return True
 
     def agent_dir(self, node: str) -> Path:
         """The node's agent work dir, as the controller sees it (direct cells)."""

@@ -414,6 +414,9 @@ mariadb_alive() { # the pid file names a live (not zombie) process
   st=$(ps -o stat= -p "$(cat $MARIADB_PID)" 2>/dev/null) || return 1
   case "$st" in Z*|"") return 1 ;; esac
 }
+mariadb_running() { # any live (not zombie) server process, with or without its pid file
+  ps -C mariadbd,mysqld -o stat= 2>/dev/null | grep -qv '^Z'
+}
 mariadb_drop_stale_pid() { [ -f $MARIADB_PID ] && ! mariadb_alive && rm -f $MARIADB_PID; true; }
 
 phase_health() { # restart whatever died, in dependency order, then wait for the APIs
@@ -425,8 +428,9 @@ phase_health() { # restart whatever died, in dependency order, then wait for the
     echo "restarting mariadb"; mariadb_drop_stale_pid; /etc/init.d/mariadb start || true
     for i in $(seq 1 180); do
       mysqladmin --silent ping >/dev/null 2>&1 && break
-      # nothing alive to wait for (the init script's attempt was refused): start again
-      if [ $((i % 30)) = 0 ] && ! mariadb_alive; then
+      # no server at all to wait for (the init script's attempt was refused): start
+      # again; a server still in crash recovery may not have written its pid file yet
+      if [ $((i % 30)) = 0 ] && ! mariadb_running; then
         mariadb_drop_stale_pid; /etc/init.d/mariadb start || true
       fi
       sleep 1

@@ -23,6 +23,7 @@ from testbed.providers.local.provider import STATE_DIR, leftovers
 from testbed.spec.loader import load_experiment
 
 from .conftest import prerequisite
+from .test_agents import SMALL  # two fog and two edge nodes, edge-2 the gateway
 
 pytestmark = prerequisite(
     "local-testbed",
@@ -33,21 +34,6 @@ pytestmark = prerequisite(
 )
 
 REPO = Path(__file__).resolve().parents[1] / "experiments"
-
-SMALL = """
-name: small
-flavors:
-  fog:  {vcpus: 1, memory_mb: 2048, disk_gb: 20}
-  edge: {vcpus: 1, memory_mb: 1024, disk_gb: 20}
-layers:
-  - {name: fog, flavor: fog, count: 2, link: {latency_ms: 2.0, bandwidth_mbit: 1000}}
-  - name: edge
-    flavor: edge
-    count: 2
-    link: {latency_ms: 2.0, bandwidth_mbit: 100}
-    gateways: [2]
-    uplink: {latency_ms: 5.0, bandwidth_mbit: 100}
-"""
 
 
 def _spec(tmp_path: Path, name: str, seed: int) -> Path:

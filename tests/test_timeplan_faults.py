@@ -227,3 +227,52 @@ def test_an_agent_forgets_a_neighbour_whose_gossip_is_stale(tmp_path: Path) -> N
         agent.views[node] = NodeView(node, "edge", 1000.0, 800.0, 1024.0, 900.0)
         agent.heard_at[node] = heard
     assert [v.node for v in agent.neighbour_views()] == ["b"]
+
+
+def test_the_delay_daemon_runs_the_drift_in_emulated_time_from_each_cells_start(
+    tmp_path: Path,
+) -> None:
+    """The local testbed's links follow the drift as the twin's do: in emulated seconds
+    from the cell's start (the clock file the harness writes), not in real seconds since
+    the testbed came up, which would give each short cell one slice of the period at a
+    phase set by how long the testbed had been up."""
+    if find_spec("netfilterqueue") is None:
+        skip_or_fail("local-testbed", "netfilterqueue is not installed (make system-packages)")
+    from testbed.network.drift import build_drift
+    from testbed.network.drift_clock import DRIFT_CLOCK_FILE, clock_from_json, clock_to_json
+    from testbed.network.local_plan import plan_local
+    from testbed.network.topology import build_topology
+    from testbed.providers.local.delay import DelayDaemon, link_delays_ms
+    from testbed.results.atomic import atomic_write_text
+
+    x = experiment()
+    topology = build_topology(x.layout)
+    drift = build_drift(x.layout, topology)
+    now = [5000.0]
+    daemon = DelayDaemon(
+        plan_local(topology, "t"),
+        topology,
+        drift,
+        4000.0,
+        tmp_path / "delay.jsonl",
+        clock=lambda: now[0],
+    )
+    assert daemon.drift_t(now[0]) == pytest.approx(1000.0)  # no cell yet: since the start
+    atomic_write_text(tmp_path / DRIFT_CLOCK_FILE, clock_to_json(4990.0, 0.03))
+    assert daemon.reload_clock(now[0])
+    # 30 real seconds into the cell are 1000 emulated seconds, as in the twin at t=1000
+    now[0] = 4990.0 + 30.0
+    assert daemon.drift_t(now[0]) == pytest.approx(1000.0)
+    assert daemon._current_delays(now[0]) == pytest.approx(link_delays_ms(topology, drift, 1000.0))
+    assert daemon._current_delays(now[0]) != link_delays_ms(topology, drift, now[0] - 4000.0)
+    daemon._log(now[0])
+    record = json.loads((tmp_path / "delay.jsonl").read_text().splitlines()[-1])
+    assert record["t"] == pytest.approx(1000.0) and record["time_scale"] == 0.03
+    # a broken clock file keeps the clock and says why in the log
+    (tmp_path / DRIFT_CLOCK_FILE).write_text('{"origin": 1, "time_scale": 0}')
+    now[0] += 0.2
+    assert not daemon.reload_clock(now[0])
+    assert daemon.time_scale == 0.03
+    assert "clock_error" in (tmp_path / "delay.jsonl").read_text().splitlines()[-1]
+    with pytest.raises(ValueError):
+        clock_from_json("[]")

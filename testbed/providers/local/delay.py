@@ -42,6 +42,7 @@ from pyroute2 import NetNS, netns
 
 from testbed.network.degrade import OVERRIDES_FILE, LinkPair, link_pair, overrides_from_json
 from testbed.network.drift import DriftTimeline
+from testbed.network.drift_clock import DRIFT_CLOCK_FILE, clock_from_json, drift_time
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import Topology
 from testbed.node.service_cli import load_service, service_parser, stop_on_signals
@@ -126,6 +127,14 @@ class DelayDaemon:
         self.extra_ms: dict[LinkPair, float] = {}
         self._overrides_seen: tuple[int, int, int] | None = None  # inode, mtime, size
         self._overrides_checked = -1.0
+        # the drift's clock: real seconds since the start until the harness says which
+        # cell runs (then emulated seconds since its start, as in the twin)
+        self.origin, self.time_scale = started_at, 1.0
+        self.clock_path = (
+            None if self.overrides_path is None else (self.overrides_path.parent / DRIFT_CLOCK_FILE)
+        )
+        self._clock_seen: tuple[int, int, int] | None = None
+        self._clock_checked = -1.0
 
     # --- set-up -------------------------------------------------------------------
     def _read_macs(self) -> None:
@@ -169,9 +178,38 @@ class DelayDaemon:
         self._pending.clear()
 
     # --- packets ------------------------------------------------------------------
+    def drift_t(self, now: float) -> float:
+        """Where on the drift timeline the links are at Unix time `now`."""
+        return drift_time(now, self.origin, self.time_scale)
+
+    def reload_clock(self, now: float) -> bool:
+        """Re-read the drift clock file if it changed (checked at most every 0.1 s).
+        True when the clock changed."""
+        if self.clock_path is None or now - self._clock_checked < 0.1:
+            return False
+        self._clock_checked = now
+        try:
+            st = os.stat(self.clock_path)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen is None or seen == self._clock_seen:
+            return False
+        self._clock_seen = seen
+        try:
+            clock = clock_from_json(self.clock_path.read_text())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            self._write_log({"applied_at": now, "clock_error": repr(exc)})
+            return False
+        if clock == (self.origin, self.time_scale):
+            return False
+        self.origin, self.time_scale = clock
+        self._delays_at = -1.0  # apply at once
+        return True
+
     def _current_delays(self, now: float) -> dict[LinkKey, float]:
         if now - self._delays_at >= 0.05:  # the timeline moves slowly: refresh at 20 Hz
-            t = now - self.started_at
+            t = self.drift_t(now)
             self._delays = link_delays_ms(self.topology, self.drift, t, self.extra_ms)
             self._delays_at = now
         return self._delays
@@ -227,10 +265,11 @@ class DelayDaemon:
     def _log(self, now: float) -> None:
         if self.log_path is None:
             return
-        t = now - self.started_at
+        t = self.drift_t(now)
         record = {
             "applied_at": now,
             "t": round(t, 3),
+            "time_scale": self.time_scale,
             "links": {
                 f"{k.sender}>{k.receiver}": round(v, 3)
                 for k, v in link_delays_ms(self.topology, self.drift, t, self.extra_ms).items()
@@ -260,7 +299,8 @@ class DelayDaemon:
             for fd in ready:
                 fds[fd].run(block=False)
             now = self.clock()
-            if self.reload_overrides(now) or now >= next_log:
+            changed = self.reload_clock(now)
+            if self.reload_overrides(now) or changed or now >= next_log:
                 self._log(now)
                 next_log = now + self.log_every_s
 

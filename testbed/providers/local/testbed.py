@@ -36,6 +36,7 @@ from testbed.deploy.runner import DeployedTestbed
 from testbed.deploy.stages import Stage
 from testbed.errors import UserError
 from testbed.jobs.auth import new_secret
+from testbed.network.drift_clock import DRIFT_CLOCK_FILE, clock_to_json
 from testbed.network.local_plan import LocalPlan
 from testbed.network.topology import build_topology
 from testbed.providers.local import handover as handover_slot
@@ -46,6 +47,7 @@ from testbed.providers.local.faults import Faults
 from testbed.providers.local.mesh import BabelMesh, link_local_addresses, start_mesh
 from testbed.providers.local.provider import STATE_DIR, LocalState, down, up
 from testbed.providers.local.sshd import sshd_binary
+from testbed.results.atomic import atomic_write_text
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment
 
 
@@ -133,6 +135,11 @@ class LocalTestbed(DeployedTestbed):
             **self.caps.as_dict(),
             "mesh": self.caps.mesh if local.mesh else "static routes",
             "link_delay": self.caps.link_delay if local.delay else "none",
+            "drift_clock": (
+                "emulated seconds from each cell's start, as in the twin"
+                if self.caps.link_delay == "nfqueue"
+                else "real seconds since the testbed came up (the netem service)"
+            ),
             "time_scale": local.time_scale,
             "training_samples": self._training_samples(),
             "streams": (
@@ -275,6 +282,15 @@ class LocalTestbed(DeployedTestbed):
             undo_degrade=delays.reset,
             link_delay=state.link_delay,
         )
+
+    def _drift_clock(self, start_epoch: float) -> None:
+        """The delay daemon re-reads this file: from the cell's start its links follow
+        the drift in emulated seconds (`testbed.network.drift_clock`)."""
+        if self.state is not None and self.state.link_delay == "nfqueue":
+            atomic_write_text(
+                STATE_DIR / self.id / DRIFT_CLOCK_FILE,
+                clock_to_json(start_epoch, self.settings.time_scale),
+            )
 
     def _host_load(self) -> HostLoad:
         return HostLoad()

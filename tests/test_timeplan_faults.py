@@ -229,13 +229,10 @@ def test_an_agent_forgets_a_neighbour_whose_gossip_is_stale(tmp_path: Path) -> N
     assert [v.node for v in agent.neighbour_views()] == ["b"]
 
 
-def test_the_delay_daemon_runs_the_drift_in_emulated_time_from_each_cells_start(
-    tmp_path: Path,
-) -> None:
-    """The local testbed's links follow the drift as the twin's do: in emulated seconds
-    from the cell's start (the clock file the harness writes), not in real seconds since
-    the testbed came up, which would give each short cell one slice of the period at a
-    phase set by how long the testbed had been up."""
+def test_the_delay_daemon_follows_the_drift_clock_the_harness_writes(tmp_path: Path) -> None:
+    """The delay daemon evaluates the drift on the clock in the clock file (its origin
+    and time scale; a handed-over testbed restarts it): here a clock of scale 0.03 that
+    started 30 real seconds ago stands at 1000 seconds, as the twin would at t=1000."""
     if find_spec("netfilterqueue") is None:
         skip_or_fail("local-testbed", "netfilterqueue is not installed (make system-packages)")
     from testbed.network.drift import build_drift

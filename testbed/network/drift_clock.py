@@ -1,15 +1,19 @@
-"""Which drift time a testbed's links are at: emulated seconds since the cell's start.
+"""Where on the drift timeline a testbed's links are: its clock, restartable.
 
-The twin evaluates the layout's drift at its simulated time, from 0 at every cell's
-start, so a cell of 1800 emulated seconds sees a whole 1800 s sine period. A testbed
-whose time is scaled (the local testbed: one emulated second takes `time_scale` real
-seconds) must do the same, or each cell would see only the slice of the drift that
-happens to fall into its few real minutes, at a phase set by how long the testbed has
-been up. The harness writes the cell's clock (`DRIFT_CLOCK_FILE`: the Unix time its
-streams start and the time scale) next to the link-delay service's log; the service
-re-reads it when it changes and evaluates the drift at `drift_time`.
+The local testbed's link-delay daemon evaluates the layout's drift at
+`drift_time(now, origin, time_scale)`: by default real seconds since the testbed came
+up. A testbed handed from one run to the next restarts the clock, so the next run's
+cells meet the drift at the phases a freshly brought-up testbed would give them. The
+harness writes the clock (`DRIFT_CLOCK_FILE`) next to the daemon's log; the daemon
+re-reads it when it changes.
 
-The file is JSON: `{"origin": 1796090000.0, "time_scale": 0.03}`.
+Running the drift in emulated seconds from each cell's start, as the twin does
+(time_scale = the run's, origin = the cell's start), was tried on 2026-12-01 and made
+the local testbed agree less with the twin (experiment B, LOS at 10 streams: +28 points
+instead of +1 to +9 in four runs), presumably because the mesh's RTT estimates and routes lag a
+latency that then changes 33 times faster; see docs/local-testbed.md.
+
+The file is JSON: `{"origin": 1796090000.0, "time_scale": 1.0}`.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ are stopped as after every cell, the namespaces, mesh, delay daemon and warm wor
 stay, and the next run adopts them if it asks for the same testbed (`HandoverKey`).
 A run that asks for another one, or a failure before the next run adopts it, removes
 the kept testbed (`release`, also when the process exits). The adopting run records where
-its testbed came from. What the testbed carries over is its clock: the link-delay drift
-runs on from the first run's start, so the second run's cells see a later phase of it
-(as a run's later cells do).
+its testbed came from. The link-delay drift restarts when the next run adopts the
+testbed (`testbed.network.drift_clock`), so that run's cells meet the drift at the
+phases a freshly brought-up testbed would give them.
 """
 
 from __future__ import annotations

@@ -8,10 +8,9 @@ harness writes the clock (`DRIFT_CLOCK_FILE`) next to the daemon's log; the daem
 re-reads it when it changes.
 
 Running the drift in emulated seconds from each cell's start, as the twin does
-(time_scale = the run's, origin = the cell's start), was tried on 2026-12-01 and made
-the local testbed agree less with the twin (experiment B, LOS at 10 streams: +28 points
-instead of +1 to +9 in four runs), presumably because the mesh's RTT estimates and routes lag a
-latency that then changes 33 times faster; see docs/local-testbed.md.
+(time_scale = the run's, origin = the cell's start), was tried on 2026-12-01 and not
+kept: its one run agreed less with the twin (B, LOS at 10 streams, +28 points; real-time
+drift gave +1 to +22 in six runs); see docs/local-testbed.md.
 
 The file is JSON: `{"origin": 1796090000.0, "time_scale": 1.0}`.
 """

@@ -94,6 +94,31 @@ def link_delays_ms(
     return delays
 
 
+@dataclass
+class WatchedFile:
+    """A file the daemon re-reads when its inode, modification time or size changes
+    (checked at most every 0.1 s; a rename gives a new inode, so no write is missed)."""
+
+    path: Path | None
+    seen: tuple[int, int, int] | None = None
+    checked: float = -1.0
+
+    def changed(self, now: float) -> bool | None:
+        """None: not due, or unchanged; else whether the changed file exists."""
+        if self.path is None or now - self.checked < 0.1:
+            return None
+        self.checked = now
+        try:
+            st = os.stat(self.path)
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen == self.seen:
+            return None
+        self.seen = seen
+        return seen is not None
+
+
 class DelayDaemon:
     def __init__(
         self,
@@ -125,16 +150,14 @@ class DelayDaemon:
             overrides_path = log_path.parent / OVERRIDES_FILE
         self.overrides_path = overrides_path
         self.extra_ms: dict[LinkPair, float] = {}
-        self._overrides_seen: tuple[int, int, int] | None = None  # inode, mtime, size
-        self._overrides_checked = -1.0
+        self._overrides = WatchedFile(overrides_path)
         # the drift's clock: real seconds since the start until the harness says which
         # cell runs (then emulated seconds since its start, as in the twin)
         self.origin, self.time_scale = started_at, 1.0
         self.clock_path = (
             None if self.overrides_path is None else (self.overrides_path.parent / DRIFT_CLOCK_FILE)
         )
-        self._clock_seen: tuple[int, int, int] | None = None
-        self._clock_checked = -1.0
+        self._clock = WatchedFile(self.clock_path)
 
     # --- set-up -------------------------------------------------------------------
     def _read_macs(self) -> None:
@@ -185,17 +208,9 @@ class DelayDaemon:
     def reload_clock(self, now: float) -> bool:
         """Re-read the drift clock file if it changed (checked at most every 0.1 s).
         True when the clock changed."""
-        if self.clock_path is None or now - self._clock_checked < 0.1:
+        if not self._clock.changed(now):  # unchanged, or gone: the clock stays
             return False
-        self._clock_checked = now
-        try:
-            st = os.stat(self.clock_path)
-            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            seen = None
-        if seen is None or seen == self._clock_seen:
-            return False
-        self._clock_seen = seen
+        assert self.clock_path is not None
         try:
             clock = clock_from_json(self.clock_path.read_text())
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -217,19 +232,12 @@ class DelayDaemon:
     def reload_overrides(self, now: float) -> bool:
         """Re-read the overrides file if it changed (checked at most every 0.1 s).
         True when the extra delays changed."""
-        if self.overrides_path is None or now - self._overrides_checked < 0.1:
+        exists = self._overrides.changed(now)
+        if exists is None:
             return False
-        self._overrides_checked = now
+        assert self.overrides_path is not None
         try:
-            st = os.stat(self.overrides_path)
-            seen: tuple[int, int, int] | None = (st.st_ino, st.st_mtime_ns, st.st_size)
-        except OSError:
-            seen = None
-        if seen == self._overrides_seen:  # a rename gives a new inode: no write is missed
-            return False
-        self._overrides_seen = seen
-        try:
-            extra = {} if seen is None else overrides_from_json(self.overrides_path.read_text())
+            extra = overrides_from_json(self.overrides_path.read_text()) if exists else {}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             self._write_log({"applied_at": now, "overrides_error": repr(exc)})
             return False

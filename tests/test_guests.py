@@ -213,10 +213,9 @@ def test_batman_adv_and_netem_drift_run_in_booted_guests_through_the_project_s_p
     t0 = time.time()
     run_stage(Stage.MESH, inventory, {"mesh_kind": "batman-adv"}, tmp_path / "ansible")
     # 03-drift has half 02-mesh's tasks (each some 10-20 s under TCG): the drift's flat
-    # start outlasts it with a margin, however slow this host is today
+    # start should outlast it with a margin (sized again below if it did not)
     flat_s = int(max(60.0, 0.8 * (time.time() - t0) + 30))
     drifting = tmp_path / "drifting.yaml"
-    drifting.write_text(_drifting(LAYOUT, flat_s))
     mesh = plan_local(topology, guests.plan.testbed_id)
     # the agents' own reading of batman-adv (meshread): neighbours are the layout's
     macs = {nic.mac: node for node, g in guests.plan.guests.items() for nic in g.mesh}
@@ -242,13 +241,21 @@ def test_batman_adv_and_netem_drift_run_in_booted_guests_through_the_project_s_p
     # the bridges, batman-adv and TCG carry a base RTT of their own (a real network's
     # base latency, which the layout's base stands for on a VM): measured before netem
     base_ms = ping_ms()
-    started = round(time.time(), 3)
-    run_stage(
-        Stage.DRIFT,
-        inventory,
-        {"layout_file": str(drifting), "drift_started_at": started},
-        tmp_path / "ansible",
-    )
+    for _attempt in range(2):
+        drifting.write_text(_drifting(LAYOUT, flat_s))
+        started = round(time.time(), 3)
+        run_stage(
+            Stage.DRIFT,
+            inventory,
+            {"layout_file": str(drifting), "drift_started_at": started},
+            tmp_path / "ansible",
+        )
+        took = time.time() - started
+        if took < flat_s - 10:
+            break
+        # a slow host (TCG guests starting Python over 9p) outran the flat start: run the
+        # stage again (it replaces the services) with a flat start sized from this one
+        flat_s = int(1.5 * took + 30)
     drift = build_drift(load_layout(drifting), topology)
 
     def rtt_at() -> tuple[float, float]:

@@ -17,7 +17,6 @@ import yaml
 
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
-from testbed.providers import registry
 from testbed.providers.local import handover
 from testbed.providers.local.provider import STATE_DIR, leftovers
 from testbed.spec.loader import load_experiment
@@ -114,53 +113,49 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
     assert leftovers(testbed_id)["namespaces"] == []
 
 
-def test_a_run_that_asks_for_another_testbed_removes_the_kept_one(tmp_path: Path) -> None:
-    """A kept testbed is not adopted by a run that asks for another one (here: cells
-    driven directly, not deployed over SSH): it is removed before that run brings up its
-    own, and nothing is written into the complete first run's directory."""
-    from testbed.providers.local.direct import local_testbed
-
+def test_a_kept_testbed_is_removed_by_a_run_asking_for_another_and_at_process_exit(
+    tmp_path: Path,
+) -> None:
+    """Two rules on testbeds that were only brought up (no cells: those are the test
+    above). A kept testbed is not adopted by a run that asks for another one (here:
+    cells driven directly, not deployed over SSH): it is removed before that run brings
+    up its own. And a testbed still kept when the process ends (the next run's spec was
+    refused, say) is removed at exit: nothing is left behind."""
     (tmp_path / "small.yaml").write_text(SMALL)
-    first_spec = load_experiment(_spec(tmp_path, "first", 1), known_schedulers=scheduler_names())
+    deployed = _spec(tmp_path, "first", 1)
     direct = yaml.safe_load(_spec(tmp_path, "direct", 3).read_text())
     direct["local"]["deploy"] = "direct"
     (tmp_path / "direct.yaml").write_text(yaml.safe_dump(direct))
-    direct_spec = load_experiment(tmp_path / "direct.yaml", known_schedulers=scheduler_names())
-    try:
-        first = run_experiment(
-            first_spec, "local", tmp_path / "results", testbed_options={"handover": True}
-        )
-        kept = handover._kept
-        assert kept is not None
-        first_stages = (first.path / "deployment" / "stages.jsonl").read_text()
-        bed = local_testbed(registry.view("local", direct_spec))
-        try:
-            assert handover._kept is None and bed.kept_from is None
-            assert leftovers(kept.state.testbed_id)["namespaces"] == []
-        finally:
-            bed.close()
-        assert (first.path / "deployment" / "stages.jsonl").read_text() == first_stages
-    finally:
-        handover.release()
-
-
-def test_a_kept_testbed_nobody_adopts_is_removed_when_the_process_exits(tmp_path: Path) -> None:
-    """The first experiment keeps its testbed and the process ends before a second run
-    adopts it (as when the second run's spec is refused): nothing is left behind."""
-    (tmp_path / "small.yaml").write_text(SMALL)
-    spec = _spec(tmp_path, "first", 1)
     script = tmp_path / "keep.py"
     script.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from testbed.experiment.runner import run_experiment\n"
         "from testbed.los.schedulers import scheduler_names\n"
+        "from testbed.providers import registry\n"
         "from testbed.providers.local import handover\n"
+        "from testbed.providers.local.direct import local_testbed\n"
+        "from testbed.providers.local.provider import leftovers\n"
         "from testbed.spec.loader import load_experiment\n"
-        f"spec = load_experiment(Path({str(spec)!r}), known_schedulers=scheduler_names())\n"
-        f"run_experiment(spec, 'local', Path({str(tmp_path / 'results')!r}),"
-        " testbed_options={'handover': True})\n"
-        "print(handover._kept.state.testbed_id, flush=True)\n"
+        "def bed(name):\n"
+        "    spec = load_experiment(Path(name), known_schedulers=scheduler_names())\n"
+        "    return local_testbed(registry.view('local', spec), handover=True)\n"
+        f"first = bed({str(deployed)!r})\n"
+        "first._bring_up()\n"
+        "first.close()\n"
+        "kept = handover._kept\n"
+        "assert kept is not None and kept.state.testbed_id == first.id\n"
+        "assert leftovers(first.id)['namespaces'], 'kept: its namespaces stay'\n"
+        "print('kept', first.id, flush=True)\n"
+        f"second = bed({str(tmp_path / 'direct.yaml')!r})\n"
+        "assert handover._kept is None and second.kept_from is None\n"
+        "assert leftovers(first.id)['namespaces'] == [], leftovers(first.id)\n"
+        "print('removed by a run asking for another', flush=True)\n"
+        "second.close()\n"
+        f"third = bed({str(deployed)!r})\n"
+        "third._bring_up()\n"
+        "third.close()\n"
+        "assert handover._kept is not None\n"
+        "print('kept', third.id, flush=True)\n"
         "sys.exit(3)\n"
     )
     done = subprocess.run(
@@ -171,7 +166,9 @@ def test_a_kept_testbed_nobody_adopts_is_removed_when_the_process_exits(tmp_path
         cwd=REPO.parent,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 3, done.stderr[-2000:]
-    testbed_id = done.stdout.split()[-1]
+    assert done.returncode == 3, (done.stdout, done.stderr[-3000:])
+    lines = done.stdout.splitlines()
+    assert lines[1] == "removed by a run asking for another", lines
+    testbed_id = lines[-1].split()[-1]
     assert testbed_id.startswith("run-")
     assert leftovers(testbed_id)["namespaces"] == []

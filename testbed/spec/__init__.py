@@ -1,14 +1,5 @@
-"""Experiment and layout specifications: validated models loaded from YAML."""
+"""Experiment and layout specifications: validated models loaded from YAML.
 
-from testbed.spec.experiment import ExperimentSpec, LosParams, ResolvedExperiment
-from testbed.spec.layout import LayoutSpec
-from testbed.spec.loader import load_experiment, load_layout
-
-__all__ = [
-    "ExperimentSpec",
-    "LayoutSpec",
-    "LosParams",
-    "ResolvedExperiment",
-    "load_experiment",
-    "load_layout",
-]
+The modules are imported by name (`testbed.spec.layout`, `testbed.spec.loader`, ...):
+the package itself imports nothing, so a node service that only reads a layout (the
+drift daemon, an agent) does not load the experiment models and numpy with it."""

@@ -7,12 +7,9 @@ import copy
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from testbed.errors import UserError
 from testbed.spec.calibration import Calibration
 from testbed.spec.experiment import ExperimentSpec, ResolvedExperiment
-from testbed.spec.generate import generate
 from testbed.spec.layout import LayoutRef, LayoutSpec
 from testbed.spec.messages import shown, validate
 from testbed.spec.references import check_connected, check_magnitudes, check_references
@@ -91,6 +88,10 @@ def load_experiment(
             )
     calibration_path = _referenced(path, "calibration", spec.calibration)
     if isinstance(spec.layout, LayoutRef):
+        import numpy as np  # here: node services that only read a layout do without it
+
+        from testbed.spec.generate import generate
+
         generated = spec.layout.generate
         layout = generate(generated, np.random.default_rng(generated.seed))
         layout_path = path.resolve()  # the spec holds what the layout was made from

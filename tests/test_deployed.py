@@ -247,6 +247,42 @@ def test_a_run_inventory_adds_quotas_agent_addresses_and_install_settings() -> N
     assert configs["edge-1"].capacity_m == topology.nodes["edge-1"].cpu_capacity_m
 
 
+def test_an_agent_config_splits_into_the_run_s_part_and_the_cell_s_and_loads_back(
+    tmp_path: Path,
+) -> None:
+    """04-agents copies the run's part once and writes the cell's part per cell: the agent
+    loads the two back into the config the harness made; a cell file sets nothing else."""
+    import dataclasses
+    import json
+
+    from testbed.agent.config import CELL_KEYS, AgentConfig
+    from testbed.errors import UserError
+
+    topology = build_topology(load_layout(EXPERIMENTS / "layouts" / "paper.yaml"))
+    config = layout_agent_configs(
+        topology,
+        {n: f"10.0.0.{k + 1}" for k, n in enumerate(topology.nodes)},
+        "s" * 64,
+        "babel",
+        7070,
+        0.5,
+        cgroup_of=lambda n: f"los/{n}",
+        work_dir_of=lambda n: f"/w/{n}",
+    )["edge-1"]
+    config = dataclasses.replace(config, scheduler="ppo", prediction_m=250.0, prediction_mb=64)
+    run_part, cell_part = config.split()
+    assert set(cell_part) == set(CELL_KEYS) and not set(run_part) & set(CELL_KEYS)
+    assert cell_part == {"scheduler": "ppo", "prediction_m": 250.0, "prediction_mb": 64}
+    (tmp_path / "config.json").write_text(json.dumps(run_part))
+    (tmp_path / "cell.json").write_text(json.dumps(cell_part))
+    assert AgentConfig.load(tmp_path / "config.json", tmp_path / "cell.json") == config
+    other = dataclasses.replace(config, scheduler="in-situ", prediction_m=0.0)
+    assert other.split()[0] == run_part  # another cell of the run: nothing to copy again
+    (tmp_path / "cell.json").write_text(json.dumps({**cell_part, "secret": "x"}))
+    with pytest.raises(UserError, match="'secret'"):
+        AgentConfig.load(tmp_path / "config.json", tmp_path / "cell.json")
+
+
 def test_jump_hosts_parse_as_ssh_writes_them() -> None:
     assert parse_jump("debian@203.0.113.5") == ("debian", "203.0.113.5", 22)
     assert parse_jump("bastion.example.org:2222") == (None, "bastion.example.org", 2222)

@@ -1,4 +1,4 @@
-"""python -m testbed.agent --config CONFIG.json: run one LOS agent."""
+"""python -m testbed.agent --config CONFIG.json [--cell CELL.json]: run one LOS agent."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from testbed.agent.http import serve
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbed.agent")
     parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument(
+        "--cell", type=Path, help="the cell's settings over the config (scheduler, load)"
+    )
     args = parser.parse_args(argv)
-    serve(AgentConfig.load(args.config))
+    serve(AgentConfig.load(args.config, args.cell))
     return 0
 
 

@@ -1,15 +1,23 @@
 """An agent's settings (`AgentConfig`): its node, address, peers, capacity, mesh and LOS knobs.
 
 Written as JSON by the deployer (one per node, on the host) and read by
-`python -m testbed.agent --config CONFIG.json`.
+`python -m testbed.agent --config CONFIG.json [--cell CELL.json]`. A deployed run copies
+a node's config (with the agents' secret) once and gives each cell only what changes
+from cell to cell (`CELL_KEYS`: the scheduler and the node's prediction load), written on
+the node as `cell.json`: one copy task fewer per cell on every node.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from testbed.errors import UserError
+
+CELL_KEYS = ("scheduler", "prediction_m", "prediction_mb")
+"""The settings a cell gives the agent over its run's config (not secret)."""
 
 
 @dataclass
@@ -46,8 +54,26 @@ class AgentConfig:
     uplink: bool = False  # a gateway: it also sits on the layer above, gossiped for LOS+
 
     @classmethod
-    def load(cls, path: Path) -> AgentConfig:
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    def load(cls, path: Path, cell: Path | None = None) -> AgentConfig:
+        """The config at `path`, with the cell's settings in `cell` (if given) over it."""
+        values = json.loads(path.read_text(encoding="utf-8"))
+        if cell is not None:
+            extra = json.loads(cell.read_text(encoding="utf-8"))
+            wrong = sorted(set(extra) - set(CELL_KEYS)) if isinstance(extra, dict) else ["?"]
+            if wrong:
+                raise UserError(
+                    f"{cell}: field {wrong[0]!r}",
+                    "a cell file sets only the cell's own settings",
+                    f"give a JSON object with some of {', '.join(CELL_KEYS)}",
+                )
+            values.update(extra)
+        return cls(**values)
+
+    def split(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the run's part, the cell's part): `load(run's part, cell's part)` is this."""
+        values = asdict(self)
+        cell = {key: values.pop(key) for key in CELL_KEYS}
+        return values, cell
 
     def url(self, node: str) -> str:
         return f"http://{self.peers[node]}:{self.port}"

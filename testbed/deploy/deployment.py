@@ -17,7 +17,6 @@ import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -73,6 +72,7 @@ class Deployment:
         # what 04-agents and 05-streams put on the nodes once per run (the address maps,
         # the secret): the cells after the first skip copying it again while unchanged
         self._agent_files: str | None = None
+        self._agent_configs: str | None = None  # the run's part of the configs on the nodes
         self._secret: tuple[str, set[str]] = ("", set())  # the secret, the nodes holding it
 
     # --- how to reach a node (subclasses) -------------------------------------------
@@ -130,10 +130,13 @@ class Deployment:
         mesh_macs: Mapping[str, str] | None = None,
     ) -> StageResult:
         """Write each node's agent config on the controller, deploy and start the agents
-        (04-agents copies them to the nodes); forget the last cell's logs."""
+        (04-agents copies the run's part of the configs to the nodes when it changed, and
+        gives each agent its cell's part); forget the last cell's logs."""
         self.config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        for node, config in configs.items():
-            atomic_write_text(self.config_dir / f"{node}.json", json.dumps(asdict(config)))
+        parts = {node: config.split() for node, config in configs.items()}
+        for node, (run_part, _) in parts.items():
+            atomic_write_text(self.config_dir / f"{node}.json", json.dumps(run_part))
+        run_parts = json.dumps({node: run for node, (run, _) in parts.items()}, sort_keys=True)
         atomic_write_text(self.config_dir / "link-local.json", json.dumps(dict(link_local)))
         if mesh_macs is not None:  # batman-adv names neighbours by their interfaces' MACs
             atomic_write_text(self.config_dir / "mesh-macs.json", json.dumps(dict(mesh_macs)))
@@ -145,8 +148,11 @@ class Deployment:
             agent_port=next(iter(configs.values())).port,
             agent_mesh_macs=mesh_macs is not None,
             agent_files_in_place=self._agent_files == files,
+            agent_config_in_place=self._agent_configs == run_parts,
+            agent_cells={node: cell for node, (_, cell) in parts.items()},
         )
         self._agent_files = files
+        self._agent_configs = run_parts
         return result
 
     def start_streams(

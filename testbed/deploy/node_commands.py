@@ -22,15 +22,17 @@ def stop_group(pid_file: str, signal: str = "KILL") -> str:
 
 
 def start_agent(python: str, agent_dir: str, wait_s: float = 60.0) -> str:
-    """Start the node's agent again from the config.json in its work dir (its events
-    file is kept: a restart appends to it) and wait until it says it is ready."""
+    """Start the node's agent again from the config.json in its work dir, and the
+    cell's cell.json if 04-agents wrote one (its events file is kept: a restart appends to
+    it), and wait until it says it is ready."""
     d = shlex.quote(agent_dir)
     tries = max(1, round(wait_s * 10))
     return (
         f"cd {d} && "
         + stop_group("agent.pid")
         + " && rm -f agent.out && "
-        + f"(nohup setsid {shlex.quote(python)} -m testbed.agent --config config.json "
+        + "cell=; if [ -f cell.json ]; then cell='--cell cell.json'; fi && "
+        + f"(nohup setsid {shlex.quote(python)} -m testbed.agent --config config.json $cell "
         "> agent.out 2>> agent.log < /dev/null & echo $! > agent.pid) && "
         + f"for i in $(seq {tries}); do "
         "grep -q '\"ready\": true' agent.out 2>/dev/null && exit 0; sleep 0.1; done; "

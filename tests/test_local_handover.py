@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import yaml
 
 from testbed.experiment.runner import run_experiment
 from testbed.los.schedulers import scheduler_names
+from testbed.network.drift_clock import DRIFT_CLOCK_FILE, clock_from_json
 from testbed.providers.local import handover
 from testbed.providers.local.provider import STATE_DIR, leftovers
 from testbed.spec.loader import load_experiment
@@ -75,6 +77,16 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
         worker_file = STATE_DIR / testbed_id / "nodes" / "fog-1" / "worker" / "worker.pid"
         worker_pid = int(worker_file.read_text())
         os.kill(worker_pid, 0)  # the node's warm worker is still there
+        # the links drifted in emulated time from the last cell's start, as in the twin
+        clock = STATE_DIR / testbed_id / DRIFT_CLOCK_FILE
+        if kept.state.link_delay == "nfqueue":
+            origin, scale = clock_from_json(clock.read_text())
+            events = [
+                json.loads(line) for line in (first.path / "events.jsonl").read_text().splitlines()
+            ]
+            at = {e["kind"]: datetime.fromisoformat(e["at"]).timestamp() for e in events}
+            started, finished = at["run-started"], at["cell-finished"]  # its last cell's end
+            assert scale == 0.02 and started < origin < finished, (origin, started, finished)
         # nothing written into the complete first run from here on
         first_stages = (first.path / "deployment" / "stages.jsonl").read_text()
 

@@ -137,6 +137,57 @@ def test_mesh_neighbours_equal_the_layouts(topology: Topology, tmp_path: Path) -
 
 
 @local
+def test_the_mesh_s_rtt_carries_the_link_delay(topology: Topology, tmp_path: Path) -> None:
+    """The agents take their neighbours' latency from babel's RTT, measured on babel's
+    own hellos and IHUs over IPv6 link-local addresses: the delay daemon delays those as
+    it delays the data (it once queued IPv4 only, and babel saw 0.1 ms on 20-65 ms
+    links, so LOS ranked its neighbours by noise)."""
+    from testbed.network.drift import build_drift
+    from testbed.providers.local.delay import LinkKey, link_delays_ms
+
+    if not probe().nfqueue:
+        pytest.skip("no NFQUEUE here")
+    text = (EXPERIMENTS / "layouts" / "paper.yaml").read_text()
+    layout_path = tmp_path / "steady.yaml"
+    layout_path.write_text(
+        text[: text.index("drift:")]
+        + "drift:\n  - layer: edge\n    profile: {kind: waypoints, points: [[0, 15], [9, 15]]}\n"
+    )
+    layout = load_layout(layout_path)
+    topology = build_topology(layout)
+    delays = link_delays_ms(topology, build_drift(layout, topology), 0.0)
+    testbed = f"t-mrtt-{os.getpid()}"
+    _, plan = up(topology, testbed, routing="none", delay_layout=layout_path, link_delay="nfqueue")
+    mesh = BabelMesh(plan, tmp_path)
+    mesh.start()
+    try:
+        mesh.wait_converged({n: set(topology.neighbours(n)) for n in topology.nodes}, 60)
+        pairs = [("edge-1", "edge-2"), ("edge-5", "fog-2"), ("fog-1", "cloud-1")]
+        want = {(a, b): 2 * delays[LinkKey(a, b)] for a, b in pairs}
+        assert want[("edge-1", "edge-2")] > 60  # 15 ms of drift on each end, both ways
+        seen: dict[tuple[str, str], float | None] = {}
+        deadline = time.monotonic() + 30  # babel smooths its RTT over a few hellos
+        while time.monotonic() < deadline:
+            for a, b in pairs:
+                rtt = {n.node: n.rtt_ms for n in mesh.neighbours(a)}.get(b)
+                seen[(a, b)] = rtt
+            if all(
+                seen[p] is not None and abs(seen[p] - want[p]) <= 0.15 * want[p] + 2.0  # type: ignore[operator]
+                for p in pairs
+            ):
+                break
+            time.sleep(1.0)
+        assert all(
+            seen[p] is not None and abs(seen[p] - want[p]) <= 0.15 * want[p] + 2.0  # type: ignore[operator]
+            for p in pairs
+        ), (seen, want)
+    finally:
+        mesh.stop()
+        down(testbed)
+    assert leftovers(testbed)["namespaces"] == []
+
+
+@local
 def test_down_after_the_runner_is_killed(tmp_path: Path) -> None:
     testbed = f"t-kill-{os.getpid()}"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

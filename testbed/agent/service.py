@@ -257,6 +257,11 @@ class Agent:
             decision=type(decision).__name__,
             detail=asdict(decision),
             seconds=time.perf_counter() - started,
+            # what it decided on: each neighbour it saw (and itself) with free CPU and latency
+            seen={
+                v.node: [round(v.cpu_free_m, 1), round(v.latency_ms, 2)]
+                for v in (ctx.local, *ctx.neighbours)
+            },
         )
         try:
             match decision:

@@ -125,6 +125,10 @@ class DeployedTestbed:
     def _cpu_scale(self) -> float:
         return 1.0
 
+    def _drift_clock(self, start_epoch: float) -> None:
+        """Start the links' drift timeline at the cell's start (Unix time), in emulated
+        time, as the twin's; where the testbed's delay service can be told."""
+
     def _stream_source(self, kind: str, k: int) -> str:
         """What the replayer of the `k`th stream of data `kind` plays, as the node sees it."""
         return f"synthetic:{kind}:{k}"
@@ -297,6 +301,7 @@ class DeployedTestbed:
         deployment.start_streams(by_node, run.agent_port, self.secret)
         # the start lead covers writing the start files (one SSH session per node)
         run.start_epoch = time.time() + 3.0
+        self._drift_clock(run.start_epoch)  # the links' drift restarts with the cell
         if host is not None:
             host.measure_from(run.start_epoch)
         deployment.release_streams(list(by_node), run.start_epoch)

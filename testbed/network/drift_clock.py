@@ -1,18 +1,20 @@
-"""Where on the drift timeline a testbed's links are: its clock, restartable.
+"""Where on the drift timeline a testbed's links are: its clock, set per cell.
 
-The local testbed's link-delay daemon evaluates the layout's drift at
-`drift_time(now, origin, time_scale)`: by default real seconds since the testbed came
-up. A testbed handed from one run to the next restarts the clock, so the next run's
-cells meet the drift at the phases a freshly brought-up testbed would give them. The
-harness writes the clock (`DRIFT_CLOCK_FILE`) next to the daemon's log; the daemon
-re-reads it when it changes.
+The twin evaluates the layout's drift at its simulated time, from 0 at every cell's
+start, so a cell of 1800 emulated seconds sees a whole 1800 s sine period. The local
+testbed's link-delay daemon evaluates it at `drift_time(now, origin, time_scale)`: real
+seconds since the testbed came up until the harness writes the clock
+(`DRIFT_CLOCK_FILE`, next to the daemon's log, re-read when it changes): at each cell's
+start, origin = the Unix time its streams start and time_scale = the run's, so its
+links drift in emulated seconds as the twin's do. A testbed handed from one run to the
+next restarts the clock in real seconds until its next cell.
 
-Running the drift in emulated seconds from each cell's start, as the twin does
-(time_scale = the run's, origin = the cell's start), was tried on 2026-12-01 and not
-kept: its one run agreed less with the twin (B, LOS at 10 streams, +28 points; real-time
-drift gave +1 to +22 in six runs); see docs/local-testbed.md.
+A first trial of the per-cell clock (2026-12-01, `8f50c42`) was reverted: it agreed less
+with the twin. Babel's RTT did not carry the link delay then (the delay daemon queued
+IPv4 only, babel speaks IPv6), so the agents ranked their neighbours by noise and the
+clock could not matter; see docs/local-testbed.md.
 
-The file is JSON: `{"origin": 1796090000.0, "time_scale": 1.0}`.
+The file is JSON: `{"origin": 1796090000.0, "time_scale": 0.03}`.
 """
 
 from __future__ import annotations

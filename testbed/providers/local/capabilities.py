@@ -65,8 +65,12 @@ def _probe_netem(namespace: str) -> bool:
 
 
 def _probe_nfqueue(namespace: str) -> bool:
-    """The kernel's NFQUEUE target, iptables, and the Python binding the daemon uses."""
-    if shutil.which("iptables") is None or importlib.util.find_spec("netfilterqueue") is None:
+    """The kernel's NFQUEUE target, iptables and ip6tables, and the Python binding the
+    daemon uses."""
+    tools = ("iptables", "ip6tables")
+    if any(shutil.which(t) is None for t in tools) or not importlib.util.find_spec(
+        "netfilterqueue"
+    ):
         return False
     rule = [
         "-t",
@@ -81,10 +85,11 @@ def _probe_nfqueue(namespace: str) -> bool:
         "9",
         "--queue-bypass",
     ]
-    result = subprocess.run(
-        ["ip", "netns", "exec", namespace, "iptables", *rule], capture_output=True
+    return all(
+        subprocess.run(["ip", "netns", "exec", namespace, t, *rule], capture_output=True).returncode
+        == 0
+        for t in tools
     )
-    return result.returncode == 0
 
 
 def probe() -> Capabilities:

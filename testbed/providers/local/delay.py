@@ -1,13 +1,16 @@
 """Link delay without netem: an NFQUEUE delay daemon following the drift timeline.
 
-Every node namespace gets one iptables rule: packets arriving on its layer interfaces
-(mangle PREROUTING, the receiving side, so TCP's small queues on the sender are not
-throttled) go to an NFQUEUE. One daemon binds all the queues (it enters each namespace
-to open its queue) and accepts each packet once the link it came over has delayed it
-for the link's current one-way latency: the layout's base latency plus the drift of both
-ends (`testbed.network.drift`), evaluated at the time since the testbed started. The
-link is known from the packet's source MAC address (the previous hop), so forwarded
-packets are delayed per hop. Where the kernel has netem, netem does this instead.
+Every node namespace gets one iptables and one ip6tables rule: packets arriving on its
+layer interfaces (mangle PREROUTING, the receiving side, so TCP's small queues on the
+sender are not throttled) go to an NFQUEUE. IPv6 too: babel's hellos and IHUs travel
+over IPv6 link-local addresses, and the RTT babel reports from them (which the agents
+take as their neighbours' latency) must carry the link's delay as the data does. One
+daemon binds all the queues (it enters each namespace to open its queue) and accepts
+each packet once the link it came over has delayed it for the link's current one-way
+latency: the layout's base latency plus the drift of both ends
+(`testbed.network.drift`), evaluated at the time since the testbed started. The link is
+known from the packet's source MAC address (the previous hop), so forwarded packets are
+delayed per hop. Where the kernel has netem, netem does this instead.
 
 A link can get extra delay on top of the drift at run time (the timeplan's `degrade`):
 the daemon re-reads the overrides file (`testbed.network.degrade`, next to its log) when
@@ -54,10 +57,15 @@ def queue_number(plan: LocalPlan, node: str) -> int:
     return QUEUE_BASE + list(plan.namespaces).index(node)
 
 
-def rule_args(plan: LocalPlan, node: str, action: str = "-A") -> list[str]:
-    """The iptables rule that queues a node's incoming layer traffic (pure)."""
+FAMILIES = ("iptables", "ip6tables")
+"""IPv4 (the agents', jobs' and streams' traffic) and IPv6 (babel's hellos, IHUs)."""
+
+
+def rule_args(plan: LocalPlan, node: str, action: str = "-A", tool: str = "iptables") -> list[str]:
+    """The `tool` (iptables or ip6tables) rule that queues a node's incoming layer
+    traffic (pure)."""
     return [
-        "iptables",
+        tool,
         "-t",
         "mangle",
         action,
@@ -180,18 +188,20 @@ class DelayDaemon:
             finally:
                 netns.popns()
             self.queues[number] = (node, queue)
-            subprocess.run(
-                ["ip", "netns", "exec", namespace, *rule_args(self.plan, node)],
-                check=True,
-                capture_output=True,
-            )
+            for tool in FAMILIES:
+                subprocess.run(
+                    ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-A", tool)],
+                    check=True,
+                    capture_output=True,
+                )
 
     def remove(self) -> None:
         for node, namespace in self.plan.namespaces.items():
-            subprocess.run(
-                ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-D")],
-                capture_output=True,
-            )
+            for tool in FAMILIES:
+                subprocess.run(
+                    ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-D", tool)],
+                    capture_output=True,
+                )
         for _, queue in self.queues.values():
             with contextlib.suppress(Exception):
                 queue.unbind()

@@ -191,6 +191,7 @@ class LocalDirectTestbed(LocalTestbed):
         queue += [(e.at_s, i - plan_n, e) for i, e in enumerate(spec.timeplan)]
         heapq.heapify(queue)
         offsets = {s.id: 0 for s in run.streams}
+        self._drift_clock(time.time())  # the links' drift restarts with the cell
         started = run.started = time.monotonic()
         while queue:
             at, k, item = heapq.heappop(queue)

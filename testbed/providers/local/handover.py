@@ -8,9 +8,9 @@ are stopped as after every cell, the namespaces, mesh, delay daemon and warm wor
 stay, and the next run adopts them if it asks for the same testbed (`HandoverKey`).
 A run that asks for another one, or a failure before the next run adopts it, removes
 the kept testbed (`release`, also when the process exits). The adopting run records where
-its testbed came from. The link-delay drift restarts when the next run adopts the
-testbed (`testbed.network.drift_clock`), so that run's cells meet the drift at the
-phases a freshly brought-up testbed would give them.
+its testbed came from. Its link-delay drift restarts (in real seconds) when the next run
+adopts the testbed, and each of that run's cells sets the drift's clock at its start, as
+on any testbed (`testbed.network.drift_clock`).
 """
 
 from __future__ import annotations

@@ -137,7 +137,11 @@ class LocalTestbed(DeployedTestbed):
             **self.caps.as_dict(),
             "mesh": self.caps.mesh if local.mesh else "static routes",
             "link_delay": self.caps.link_delay if local.delay else "none",
-            "drift_clock": "real seconds since the testbed came up (or was handed over)",
+            "drift_clock": (
+                "emulated seconds from each cell's start, as in the twin"
+                if self.caps.link_delay == "nfqueue"
+                else "real seconds since the testbed came up (the netem service)"
+            ),
             "time_scale": local.time_scale,
             "training_samples": self._training_samples(),
             "streams": (
@@ -281,10 +285,19 @@ class LocalTestbed(DeployedTestbed):
             link_delay=state.link_delay,
         )
 
+    def _drift_clock(self, start_epoch: float) -> None:
+        """The delay daemon re-reads this file: from the cell's start its links follow
+        the drift in emulated seconds, as the twin's (`testbed.network.drift_clock`)."""
+        if self.state is not None and self.state.link_delay == "nfqueue":
+            atomic_write_text(
+                STATE_DIR / self.id / DRIFT_CLOCK_FILE,
+                clock_to_json(start_epoch, self.settings.time_scale),
+            )
+
     def _restart_drift(self) -> None:
         """An adopted testbed's link drift starts again, as on a testbed brought up now
-        (in real seconds, `testbed.network.drift_clock`): the run's cells then meet the
-        drift at the phases a fresh testbed gives them."""
+        (in real seconds, `testbed.network.drift_clock`), until its first cell sets the
+        clock to its own start."""
         if self.state is not None and self.state.link_delay == "nfqueue":
             atomic_write_text(
                 STATE_DIR / self.id / DRIFT_CLOCK_FILE, clock_to_json(time.time(), 1.0)

@@ -8,6 +8,7 @@ nodes it reaches only over SSH, as it reaches cloud servers."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -133,6 +134,30 @@ def test_stop_group_kills_the_whole_group_and_is_safe_to_repeat(tmp_path: Path) 
     time.sleep(0.3)
     assert not any(_alive(pid) for pid in members) and not pid_file.exists()
     assert _sh(cmd.stop_group(str(pid_file))).returncode == 0  # nothing left: fine
+
+
+@pytest.mark.parametrize("with_cell", [True, False])
+def test_an_agent_restart_passes_the_cell_file_where_04_wrote_one(
+    tmp_path: Path, with_cell: bool
+) -> None:
+    """The timeplan's agent-start runs this on the node: the agent comes back with the
+    cell's settings (cell.json, written by 04-agents) over its config, as it started."""
+    fake = tmp_path / "python"  # stands for the node's Python: says ready, shows its args
+    fake.write_text('#!/bin/sh\necho "{\\"ready\\": true, \\"args\\": \\"$*\\"}"\nsleep 30\n')
+    fake.chmod(0o755)
+    agent_dir = tmp_path / "agent"
+    agent_dir.mkdir()
+    if with_cell:
+        (agent_dir / "cell.json").write_text('{"scheduler": "los"}')
+    try:
+        # quoted once more, as `as_root` does for sudo
+        done = _sh("sh -c " + shlex.quote(cmd.start_agent(str(fake), str(agent_dir), wait_s=10)))
+        assert done.returncode == 0, done.stderr
+        out = (agent_dir / "agent.out").read_text()
+        assert "-m testbed.agent --config config.json" in out
+        assert ("--cell cell.json" in out) == with_cell, out
+    finally:
+        _sh(cmd.stop_group(str(agent_dir / "agent.pid")))
 
 
 def _pgid(pid: int) -> int | None:

@@ -33,7 +33,7 @@ RUN_FLAGS = $(OPENSTACK_FLAGS) $(if $(KEEP),--keep,)
 # node plus the ssh client for the playbooks (openssh).
 SYSTEM_PACKAGES := iproute2 iptables babeld iputils-ping libnetfilter-queue-dev gcc \
 	openssh-server openssh-client
-SYSTEM_COMMANDS := ip iptables babeld ping ssh ssh-keygen /usr/sbin/sshd
+SYSTEM_COMMANDS := ip iptables ip6tables babeld ping ssh ssh-keygen /usr/sbin/sshd
 
 install: $(STAMP)
 

@@ -160,6 +160,24 @@ def test_an_agent_restart_passes_the_cell_file_where_04_wrote_one(
         _sh(cmd.stop_group(str(agent_dir / "agent.pid")))
 
 
+def test_the_local_agent_restart_passes_the_cell_file_too(tmp_path: Path) -> None:
+    """`restart_agent` (the timeplan's agent-start where the harness reaches the
+    namespaces itself) gives the agent the cell's settings as 04-agents did."""
+    from testbed.network.local_plan import plan_local
+    from testbed.providers.local.agents import agent_command
+
+    topology = build_topology(load_layout(EXPERIMENTS / "layouts" / "paper.yaml"))
+    plan = plan_local(topology, "t")
+    argv = agent_command(plan, "edge-1", tmp_path / "config.json", tmp_path / "cell.json")
+    assert argv[-4:] == [
+        "--config",
+        str(tmp_path / "config.json"),
+        "--cell",
+        str(tmp_path / "cell.json"),
+    ]
+    assert "--cell" not in agent_command(plan, "edge-1", tmp_path / "config.json")
+
+
 def _pgid(pid: int) -> int | None:
     try:
         return os.getpgid(pid)

@@ -111,6 +111,8 @@ def test_the_next_run_adopts_the_kept_testbed_and_removes_it_at_its_end(tmp_path
     assert "01-base.yml" not in _stages(second.path)
     agents = yaml.safe_load((second.path / "deployment" / "extravars-04-agents.yml").read_text())
     assert agents["agent_files_in_place"] is True
+    # but its agents' secret is its own: the run's part of their configs was copied again
+    assert agents["agent_config_in_place"] is False
     stop = yaml.safe_load((second.path / "deployment" / "extravars-09-stop.yml").read_text())
     assert stop.get("stop_mesh") is True
     with pytest.raises(ProcessLookupError):

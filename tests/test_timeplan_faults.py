@@ -265,6 +265,13 @@ def test_the_delay_daemon_follows_the_drift_clock_the_harness_writes(tmp_path: P
     daemon._log(now[0])
     record = json.loads((tmp_path / "delay.jsonl").read_text().splitlines()[-1])
     assert record["t"] == pytest.approx(1000.0) and record["time_scale"] == 0.03
+    # while the next cell is set up the links hold the timeline's start
+    from testbed.network.drift_clock import HOLD_S
+
+    atomic_write_text(tmp_path / DRIFT_CLOCK_FILE, clock_to_json(now[0] + HOLD_S, 0.03))
+    now[0] += 0.2
+    assert daemon.reload_clock(now[0]) and daemon.drift_t(now[0]) == 0.0
+    assert daemon._current_delays(now[0]) == pytest.approx(link_delays_ms(topology, drift, 0.0))
     # a broken clock file keeps the clock and says why in the log
     (tmp_path / DRIFT_CLOCK_FILE).write_text('{"origin": 1, "time_scale": 0}')
     now[0] += 0.2

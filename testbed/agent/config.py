@@ -59,13 +59,13 @@ class AgentConfig:
         values = json.loads(path.read_text(encoding="utf-8"))
         if cell is not None:
             extra = json.loads(cell.read_text(encoding="utf-8"))
-            wrong = sorted(set(extra) - set(CELL_KEYS)) if isinstance(extra, dict) else ["?"]
+            fix = f"give a JSON object with some of {', '.join(CELL_KEYS)}"
+            if not isinstance(extra, dict):
+                raise UserError(str(cell), "a cell file holds a JSON object", fix)
+            wrong = sorted(set(extra) - set(CELL_KEYS))
             if wrong:
-                raise UserError(
-                    f"{cell}: field {wrong[0]!r}",
-                    "a cell file sets only the cell's own settings",
-                    f"give a JSON object with some of {', '.join(CELL_KEYS)}",
-                )
+                why = "a cell file sets only the cell's own settings"
+                raise UserError(f"{cell}: field {wrong[0]!r}", why, fix)
             values.update(extra)
         return cls(**values)
 

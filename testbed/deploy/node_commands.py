@@ -31,7 +31,7 @@ def start_agent(python: str, agent_dir: str, wait_s: float = 60.0) -> str:
         f"cd {d} && "
         + stop_group("agent.pid")
         + " && rm -f agent.out && "
-        + "cell=; if [ -f cell.json ]; then cell='--cell cell.json'; fi && "
+        + "if [ -f cell.json ]; then cell='--cell cell.json'; else cell=; fi && "
         + f"(nohup setsid {shlex.quote(python)} -m testbed.agent --config config.json $cell "
         "> agent.out 2>> agent.log < /dev/null & echo $! > agent.pid) && "
         + f"for i in $(seq {tries}); do "

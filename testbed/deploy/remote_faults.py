@@ -8,7 +8,7 @@ The actions mean what they mean on the local testbed (`testbed.providers.local.f
 * load: a busy process in `<cgroup_root>/<node>/background` limited to `cpu_m`
   (scaled like every quota, capped at the node's own quota); 0 removes it;
 * agent-stop: the agent's process group is killed (a crash); agent-start: it starts
-  again from the config.json in its work dir, appending to its events;
+  again from the config.json (and the cell's cell.json) in its work dir, appending to its events;
 * degrade: extra delay on one link, where the testbed has a way (`degrade_link`);
   otherwise the testbed refuses such a timeplan before it starts.
 """

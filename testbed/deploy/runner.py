@@ -36,6 +36,7 @@ from testbed.deploy.deployment import Deployment
 from testbed.deploy.host_load import HostLoad
 from testbed.deploy.playbooks import DeployError
 from testbed.deploy.remote_faults import RemoteFaults
+from testbed.network.drift_clock import HOLD_S
 from testbed.network.topology import Topology
 from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
 
@@ -127,7 +128,8 @@ class DeployedTestbed:
 
     def _drift_clock(self, start_epoch: float) -> None:
         """Start the links' drift timeline at the cell's start (Unix time), in emulated
-        time, as the twin's; where the testbed's delay service can be told."""
+        time, as the twin's; where the testbed's delay service can be told (a start far
+        ahead holds the links at the timeline's start)."""
 
     def _stream_source(self, kind: str, k: int) -> str:
         """What the replayer of the `k`th stream of data `kind` plays, as the node sees it."""
@@ -181,6 +183,7 @@ class DeployedTestbed:
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         deployment = self._ensure_up()
+        self._drift_clock(time.time() + HOLD_S)  # links at the timeline's start meanwhile
         spec = self.experiment.spec
         streams, load = self._cell_setup(cell)
         overrides: dict[str, dict[str, Any]] = {

@@ -6,7 +6,10 @@ testbed's link-delay daemon evaluates it at `drift_time(now, origin, time_scale)
 seconds since the testbed came up until the harness writes the clock
 (`DRIFT_CLOCK_FILE`, next to the daemon's log, re-read when it changes): at each cell's
 start, origin = the Unix time its streams start and time_scale = the run's, so its
-links drift in emulated seconds as the twin's do. A testbed handed from one run to the
+links drift in emulated seconds as the twin's do. While the cell is set up (agents and
+streams deployed, tens of seconds) the clock holds the links at the timeline's start
+(origin `HOLD_S` ahead), so babel's smoothed RTT has caught up with those delays when the
+cell begins, where the twin's views start. A testbed handed from one run to the
 next restarts the clock in real seconds until its next cell.
 
 A first trial of the per-cell clock (2026-12-01, `8f50c42`) was reverted: it agreed less
@@ -40,6 +43,12 @@ def clock_from_json(text: str) -> tuple[float, float]:
     return origin, scale
 
 
+HOLD_S = 86400.0
+"""An origin this far ahead holds the links at the timeline's start: the harness writes
+it while a cell is set up, so the mesh has measured the start's delays when it begins."""
+
+
 def drift_time(now: float, origin: float, time_scale: float) -> float:
-    """The emulated seconds at Unix time `now` of a clock started at `origin`."""
-    return (now - origin) / time_scale
+    """The emulated seconds at Unix time `now` of a clock started at `origin` (0 before
+    it: the links hold the timeline's start until the clock starts)."""
+    return max(0.0, (now - origin) / time_scale)

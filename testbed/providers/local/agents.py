@@ -87,18 +87,22 @@ def start_agents(
     return pids
 
 
-def agent_command(plan: LocalPlan, node: str, config: Path) -> list[str]:
-    """How an agent is started: in its node's network namespace, from its config file."""
+def agent_command(plan: LocalPlan, node: str, config: Path, cell: Path | None = None) -> list[str]:
+    """How an agent is started: in its node's network namespace, from its config file
+    (and the cell's settings over it, where 04-agents wrote them: `cell`)."""
     namespace = f"--net=/run/netns/{plan.namespaces[node]}"
-    return ["nsenter", namespace, sys.executable, "-m", "testbed.agent", "--config", str(config)]
+    argv = ["nsenter", namespace, sys.executable, "-m", "testbed.agent", "--config", str(config)]
+    return argv + (["--cell", str(cell)] if cell is not None else [])
 
 
-def _spawn(plan: LocalPlan, node: str, config: Path, log: IO[bytes]) -> subprocess.Popen[str]:
+def _spawn(
+    plan: LocalPlan, node: str, config: Path, log: IO[bytes], cell: Path | None = None
+) -> subprocess.Popen[str]:
     """Start one agent in its own session (so its process group can be killed whole);
     its ready line comes on stdout, everything else goes to `log`."""
     repo_root = REPO_ROOT
     return subprocess.Popen(
-        agent_command(plan, node, config),
+        agent_command(plan, node, config, cell),
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -116,11 +120,13 @@ def restart_agent(
     timeout_s: float = 30,
 ) -> int:
     """Start a node's agent again (after it was stopped) from the config.json in its work
-    dir (by default where `agent_configs` puts it), with the command line of
-    `start_agents`; wait for its ready line. Returns its pid."""
+    dir (by default where `agent_configs` puts it), and the cell's cell.json where
+    04-agents wrote one, with the command line of `start_agents`; wait for its ready
+    line. Returns its pid."""
     work = work_dir or STATE_DIR / state.testbed_id / "agents" / node
+    cell = work / "cell.json"
     with open(work / "agent.log", "ab") as log:  # the agent appends to its old log
-        process = _spawn(plan, node, work / "config.json", log)
+        process = _spawn(plan, node, work / "config.json", log, cell if cell.exists() else None)
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], timeout_s)
     line = process.stdout.readline() if ready else ""

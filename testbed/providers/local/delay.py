@@ -8,7 +8,8 @@ take as their neighbours' latency) must carry the link's delay as the data does.
 daemon binds all the queues (it enters each namespace to open its queue) and accepts
 each packet once the link it came over has delayed it for the link's current one-way
 latency: the layout's base latency plus the drift of both ends
-(`testbed.network.drift`), evaluated at the time since the testbed started. The link is
+(`testbed.network.drift`), evaluated at the drift clock's time
+(`testbed.network.drift_clock`: emulated seconds from the cell's start). The link is
 known from the packet's source MAC address (the previous hop), so forwarded packets are
 delayed per hop. Where the kernel has netem, netem does this instead.
 

@@ -10,8 +10,9 @@
   warm worker and running trainings die with it); the node stays in the mesh. Triggers
   of its streams go nowhere, neighbours that send it a job find the connection refused
   and drop the job as `agent-down`, and forget the node once its gossip is stale;
-* agent-start: the agent starts again from the config.json in its work dir (fresh
-  memory: its runtime models and jobs in flight are gone);
+* agent-start: the agent starts again from the config.json (and the cell's cell.json,
+  where 04-agents wrote one) in its work dir (fresh memory: its runtime models and jobs
+  in flight are gone);
 * degrade: extra one-way delay on one link, on top of the drift (0 restores it), written
   to the delay daemon's overrides file (`testbed.network.degrade`), which the daemon
   re-reads when it changes.

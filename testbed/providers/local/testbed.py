@@ -138,7 +138,9 @@ class LocalTestbed(DeployedTestbed):
             "mesh": self.caps.mesh if local.mesh else "static routes",
             "link_delay": self.caps.link_delay if local.delay else "none",
             "drift_clock": (
-                "emulated seconds from each cell's start, as in the twin"
+                "none (no link delays)"
+                if not (local.delay and self.caps.link_delay in ("netem", "nfqueue"))
+                else "emulated seconds from each cell's start, as in the twin"
                 if self.caps.link_delay == "nfqueue"
                 else "real seconds since the testbed came up (the netem service)"
             ),

@@ -19,6 +19,15 @@ from testbed.spec.experiment import LosParams
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
+
+def paper_with_edge_drift(path: Path, points: list[list[float]]) -> Path:
+    """The paper layout, its edge layer's drift replaced by waypoints [t_s, ms], at `path`."""
+    text = (EXPERIMENTS / "layouts" / "paper.yaml").read_text()
+    drift = f"drift:\n  - layer: edge\n    profile: {{kind: waypoints, points: {points}}}\n"
+    path.write_text(text[: text.index("drift:")] + drift)
+    return path
+
+
 # --- prerequisites: skipped where missing, failed where CI requires them -----------------
 REQUIRE = {
     "local-testbed": "LOS_REQUIRE_LOCAL_TESTBED",

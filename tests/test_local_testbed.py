@@ -21,7 +21,7 @@ from testbed.providers.local.mesh import BabelMesh, parse_installed_routes
 from testbed.providers.local.provider import STATE_DIR, down, leftovers, up
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS, prerequisite
+from .conftest import EXPERIMENTS, paper_with_edge_drift, prerequisite
 
 NEEDS = ("ip", "babeld", "ping")
 local = prerequisite(
@@ -147,12 +147,7 @@ def test_the_mesh_s_rtt_carries_the_link_delay(topology: Topology, tmp_path: Pat
 
     if not probe().nfqueue:
         pytest.skip("no NFQUEUE here")
-    text = (EXPERIMENTS / "layouts" / "paper.yaml").read_text()
-    layout_path = tmp_path / "steady.yaml"
-    layout_path.write_text(
-        text[: text.index("drift:")]
-        + "drift:\n  - layer: edge\n    profile: {kind: waypoints, points: [[0, 15], [9, 15]]}\n"
-    )
+    layout_path = paper_with_edge_drift(tmp_path / "steady.yaml", [[0, 15], [9, 15]])
     layout = load_layout(layout_path)
     topology = build_topology(layout)
     delays = link_delays_ms(topology, build_drift(layout, topology), 0.0)
@@ -166,21 +161,21 @@ def test_the_mesh_s_rtt_carries_the_link_delay(topology: Topology, tmp_path: Pat
         want = {(a, b): 2 * delays[LinkKey(a, b)] for a, b in pairs}
         assert want[("edge-1", "edge-2")] > 60  # 15 ms of drift on each end, both ways
         seen: dict[tuple[str, str], float | None] = {}
+
+        def carried(p: tuple[str, str]) -> bool:
+            """The link's delay, both ways; a loaded host only adds (its queueing), and
+            twice the delay would be a link delayed twice."""
+            rtt = seen.get(p)
+            return rtt is not None and 0.85 * want[p] - 2.0 <= rtt <= 1.5 * want[p] + 5.0
+
         deadline = time.monotonic() + 30  # babel smooths its RTT over a few hellos
         while time.monotonic() < deadline:
             for a, b in pairs:
-                rtt = {n.node: n.rtt_ms for n in mesh.neighbours(a)}.get(b)
-                seen[(a, b)] = rtt
-            if all(
-                seen[p] is not None and abs(seen[p] - want[p]) <= 0.15 * want[p] + 2.0  # type: ignore[operator]
-                for p in pairs
-            ):
+                seen[(a, b)] = {n.node: n.rtt_ms for n in mesh.neighbours(a)}.get(b)
+            if all(carried(p) for p in pairs):
                 break
             time.sleep(1.0)
-        assert all(
-            seen[p] is not None and abs(seen[p] - want[p]) <= 0.15 * want[p] + 2.0  # type: ignore[operator]
-            for p in pairs
-        ), (seen, want)
+        assert all(carried(p) for p in pairs), (seen, want)
     finally:
         mesh.stop()
         down(testbed)
@@ -246,13 +241,7 @@ def test_measured_rtt_follows_the_drift_timeline(tmp_path: Path) -> None:
 
     if not probe().nfqueue:
         pytest.skip("no NFQUEUE here")
-    text = (EXPERIMENTS / "layouts" / "paper.yaml").read_text()
-    start = text.index("drift:")
-    layout_path = tmp_path / "drifting.yaml"
-    layout_path.write_text(
-        text[:start]
-        + "drift:\n  - layer: edge\n    profile: {kind: waypoints, points: [[0, 8], [16, 40]]}\n"
-    )
+    layout_path = paper_with_edge_drift(tmp_path / "drifting.yaml", [[0, 8], [16, 40]])
     layout = load_layout(layout_path)
     topology = build_topology(layout)
     drift = build_drift(layout, topology)

@@ -60,7 +60,7 @@ from testbed.providers.local.capabilities import Capabilities, probe
 from testbed.spec.layout import LayoutSpec
 from testbed.spec.loader import load_layout
 
-from .conftest import EXPERIMENTS, prerequisite
+from .conftest import EXPERIMENTS, paper_with_edge_drift, prerequisite
 
 PAPER = EXPERIMENTS / "layouts" / "paper.yaml"
 
@@ -833,12 +833,7 @@ def test_netem_drift_on_a_real_kernel(caps: Capabilities, tmp_path: Path) -> Non
 
     if not caps.netem:
         pytest.skip("this kernel has no netem qdisc (Capabilities.netem is false)")
-    text = PAPER.read_text()
-    layout_path = tmp_path / "drifting.yaml"
-    layout_path.write_text(
-        text[: text.index("drift:")]
-        + "drift:\n  - layer: edge\n    profile: {kind: waypoints, points: [[0, 8], [16, 40]]}\n"
-    )
+    layout_path = paper_with_edge_drift(tmp_path / "drifting.yaml", [[0, 8], [16, 40]])
     layout = load_layout(layout_path)
     topology = build_topology(layout)
     drift = build_drift(layout, topology)

@@ -131,6 +131,10 @@ class DeployedTestbed:
         time, as the twin's; where the testbed's delay service can be told (a start far
         ahead holds the links at the timeline's start)."""
 
+    def _hold_drift(self) -> None:
+        """Hold the links at the drift timeline's start while a cell is set up."""
+        self._drift_clock(time.time() + HOLD_S)
+
     def _stream_source(self, kind: str, k: int) -> str:
         """What the replayer of the `k`th stream of data `kind` plays, as the node sees it."""
         return f"synthetic:{kind}:{k}"
@@ -183,7 +187,7 @@ class DeployedTestbed:
 
     def run_cell(self, cell: Cell) -> CellOutcome:
         deployment = self._ensure_up()
-        self._drift_clock(time.time() + HOLD_S)  # links at the timeline's start meanwhile
+        self._hold_drift()
         spec = self.experiment.spec
         streams, load = self._cell_setup(cell)
         overrides: dict[str, dict[str, Any]] = {

@@ -189,20 +189,17 @@ class DelayDaemon:
             finally:
                 netns.popns()
             self.queues[number] = (node, queue)
-            for tool in FAMILIES:
-                subprocess.run(
-                    ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-A", tool)],
-                    check=True,
-                    capture_output=True,
-                )
+            self._rules(node, namespace, "-A")
+
+    def _rules(self, node: str, namespace: str, action: str) -> None:
+        """Add (-A) the node's rules, failing if one is refused, or delete (-D) them."""
+        for tool in FAMILIES:
+            argv = ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, action, tool)]
+            subprocess.run(argv, check=action == "-A", capture_output=True)
 
     def remove(self) -> None:
         for node, namespace in self.plan.namespaces.items():
-            for tool in FAMILIES:
-                subprocess.run(
-                    ["ip", "netns", "exec", namespace, *rule_args(self.plan, node, "-D", tool)],
-                    capture_output=True,
-                )
+            self._rules(node, namespace, "-D")
         for _, queue in self.queues.values():
             with contextlib.suppress(Exception):
                 queue.unbind()

@@ -34,7 +34,6 @@ from testbed.deploy.playbooks import DeployError
 from testbed.deploy.runner import DeployedCellRun
 from testbed.jobs import auth
 from testbed.jobs.trigger import samples_bytes
-from testbed.network.drift_clock import HOLD_S
 from testbed.network.local_plan import LocalPlan
 from testbed.providers.local.agents import AGENT_PORT, start_agents
 from testbed.providers.local.capabilities import Capabilities
@@ -85,7 +84,7 @@ class LocalDirectTestbed(LocalTestbed):
     def run_cell(self, cell: Cell) -> CellOutcome:
         """A cell whose triggers the harness drives itself (no stream jobs)."""
         state, plan = self._bring_up()
-        self._drift_clock(time.time() + HOLD_S)  # links at the timeline's start meanwhile
+        self._hold_drift()
         spec = self.experiment.spec
         local = spec.local
         streams, load = self._cell_setup(cell)

@@ -68,6 +68,13 @@ def deploy_choice(local: LocalSpec) -> tuple[bool, str]:
     )
 
 
+DRIFT_CLOCKS = {
+    "nfqueue": "emulated seconds from each cell's start, as in the twin",
+    "netem": "real seconds since the testbed came up (the netem service)",
+}
+"""Which clock the links' drift follows, by the link-delay mechanism."""
+
+
 class LocalTestbed(DeployedTestbed):
     name = "local"
 
@@ -137,12 +144,8 @@ class LocalTestbed(DeployedTestbed):
             **self.caps.as_dict(),
             "mesh": self.caps.mesh if local.mesh else "static routes",
             "link_delay": self.caps.link_delay if local.delay else "none",
-            "drift_clock": (
-                "none (no link delays)"
-                if not (local.delay and self.caps.link_delay in ("netem", "nfqueue"))
-                else "emulated seconds from each cell's start, as in the twin"
-                if self.caps.link_delay == "nfqueue"
-                else "real seconds since the testbed came up (the netem service)"
+            "drift_clock": DRIFT_CLOCKS.get(
+                self.caps.link_delay if local.delay else "none", "none (no link delays)"
             ),
             "time_scale": local.time_scale,
             "training_samples": self._training_samples(),
@@ -288,21 +291,20 @@ class LocalTestbed(DeployedTestbed):
         )
 
     def _drift_clock(self, start_epoch: float) -> None:
-        """The delay daemon re-reads this file: from the cell's start its links follow
-        the drift in emulated seconds, as the twin's (`testbed.network.drift_clock`)."""
-        if self.state is not None and self.state.link_delay == "nfqueue":
-            atomic_write_text(
-                STATE_DIR / self.id / DRIFT_CLOCK_FILE,
-                clock_to_json(start_epoch, self.settings.time_scale),
-            )
+        """From the cell's start the links follow the drift in emulated seconds, as the
+        twin's (`testbed.network.drift_clock`)."""
+        self._write_drift_clock(start_epoch, self.settings.time_scale)
 
     def _restart_drift(self) -> None:
         """An adopted testbed's link drift starts again, as on a testbed brought up now
-        (in real seconds, `testbed.network.drift_clock`), until its first cell sets the
-        clock to its own start."""
+        (in real seconds), until its first cell sets the clock to its own start."""
+        self._write_drift_clock(time.time(), 1.0)
+
+    def _write_drift_clock(self, origin: float, time_scale: float) -> None:
+        """The clock file the delay daemon re-reads (only the NFQUEUE daemon has one)."""
         if self.state is not None and self.state.link_delay == "nfqueue":
             atomic_write_text(
-                STATE_DIR / self.id / DRIFT_CLOCK_FILE, clock_to_json(time.time(), 1.0)
+                STATE_DIR / self.id / DRIFT_CLOCK_FILE, clock_to_json(origin, time_scale)
             )
 
     def _host_load(self) -> HostLoad:

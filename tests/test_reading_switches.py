@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from testbed.bench import fidelity
+from testbed.bench import fidelity, fig5_fit
 from testbed.errors import UserError
 from testbed.los.decisions import Decision, Drop, DropReason, Forward, RunHere, SendTo
 from testbed.los.job import JobKey, RunRecord, TrainingJob
@@ -412,14 +412,21 @@ def expected_memory(x: ResolvedExperiment, memory: Mapping[str, float]) -> dict[
     return raw
 
 
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Fig. 5 fit's calibration, as bench-fidelity's default reading uses it."""
+    base = EXPERIMENTS / fidelity.CALIBRATION
+    return fig5_fit.scaled_calibration(base, 2.0, tmp_path_factory.mktemp("fit"))
+
+
 @pytest.mark.parametrize("reading", fidelity.ABLATIONS, ids=lambda r: r.slug)
 def test_each_reading_loads_the_default_experiment_but_what_it_names(
-    reading: fidelity.Reading, tmp_path: Path
+    reading: fidelity.Reading, tmp_path: Path, fitted: Path
 ) -> None:
     """Each ablation's experiment is the default's with only its switch changed (and,
     for the layout and calibration readings, the spec's path to the rewritten file)."""
-    default = default_experiment()
-    x = fidelity._load(EXPERIMENTS, reading, (2, 4), 1, None, tmp_path)
+    default = fidelity._load(EXPERIMENTS, fidelity.DEFAULT, (2, 4), 1, None, tmp_path, fitted)
+    x = fidelity._load(EXPERIMENTS, reading, (2, 4), 1, None, tmp_path, fitted)
     files = {"los", "layout", "calibration"}
     assert x.spec.model_dump(exclude=files) == default.spec.model_dump(exclude=files)
     assert x.spec.los.model_dump() == {**default.spec.los.model_dump(), **reading.los}
@@ -430,7 +437,10 @@ def test_each_reading_loads_the_default_experiment_but_what_it_names(
         assert x.layout.model_dump(mode="json") == sine_phase_spread(
             default.layout, reading.phase_spread
         )
-    if reading.training_memory_mb is None:
+    if not reading.work_fitted:  # the calibration as written, not the fit's
+        assert x.calibration == load_calibration(EXPERIMENTS / fidelity.CALIBRATION)
+        assert default.calibration == load_calibration(fitted)
+    elif reading.training_memory_mb is None:
         assert x.spec.calibration == default.spec.calibration
         assert x.calibration == default.calibration
     else:
@@ -441,5 +451,6 @@ def test_each_reading_loads_the_default_experiment_but_what_it_names(
         bool(reading.los),
         reading.phase_spread is not None,
         reading.training_memory_mb is not None,
+        not reading.work_fitted,
     )
     assert sum(changed) == 1, "one switch per reading"

@@ -72,6 +72,9 @@ def _write_variant(tmp_path: Path, change: dict | None = None, drop: str | None 
         ({"streams.period_s": [300, 180]}, None, "streams.period_s", "low 300"),
         ({"streams.nodes": ["edge-9"]}, None, "streams.nodes[0]", "edge-1"),
         ({"schedulers": ["los", "magic"]}, None, "schedulers[1]", "unknown scheduler"),
+        ({"local.schedulers": ["random"]}, None, "local.schedulers", "not among the spec's"),
+        ({"local.schedulers": ["los", "los"]}, None, "local.schedulers", "twice"),
+        ({"local.schedulers": []}, None, "local.schedulers", "at least 1"),
         ({"sweep.stream_counts": [2, 12]}, None, "sweep.stream_counts", "exceed"),
         (
             {"timeplan": [{"at_s": 5, "action": "leave", "node": "fog-9"}]},
@@ -182,3 +185,22 @@ def test_timeplan_faults_load(tmp_path: Path) -> None:
     assert [e.action for e in events] == ["agent-stop", "agent-start", "degrade", "degrade"]
     assert events[2].link == ("edge-5", "fog-1") and events[2].delay_ms == 40
     assert events[0].node == "fog-2" and events[0].link is None
+
+
+def test_a_testbed_runs_its_choice_of_the_schedulers_and_the_twin_beside_it_all() -> None:
+    """los-scheduling.yaml runs LOS alone on local; the twin beside that run runs in situ
+    too; `--scheduler` replaces the testbed's choice."""
+    from testbed.cli.common import _load as load_with_flags
+    from testbed.experiment.runner import testbed_view, twin_view
+
+    spec = EXPERIMENTS / "los-scheduling.yaml"
+    x = load_experiment(spec, "quick", known_schedulers=scheduler_names())
+    assert x.spec.schedulers == ["los", "in-situ"]
+    local = testbed_view(x, "local")
+    assert local.spec.schedulers == ["los"]
+    assert local.spec.sweep == x.spec.local.sweep
+    twin = twin_view(x, "local")
+    assert twin.spec.schedulers == ["los", "in-situ"] and twin.spec.sweep == local.spec.sweep
+    assert testbed_view(x, "twin").spec.schedulers == ["los", "in-situ"]
+    flagged = load_with_flags(spec, "quick", None, None, "in-situ")
+    assert testbed_view(flagged, "local").spec.schedulers == ["in-situ"]

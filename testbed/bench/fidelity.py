@@ -410,7 +410,7 @@ def run_fidelity(
         console.print(
             f"fitting the training work to the paper's Fig. 5 ({fig5_fit.SPEC} on the twin)"
         )
-        fit = run_fig5_fit(experiments, root / "fig5-fit", console)
+        fit = fig5_fit.run_fig5_fit(experiments, CALIBRATION, root / "fig5-fit", console)
         console.print(
             f"  fit: work x{fit.best.scale:g} (error {fit.best.error:.3f}), "
             f"{len(fit.points)} runs in {fit.seconds:.1f} s -> {fit.calibration}",
@@ -461,28 +461,6 @@ AGAINST_LOCAL = (
     "The twin against a testbed: add --local RUN_DIR, a finished run of "
     "`make experiment TESTBED=local` (or `testbed run ... --testbed local`)."
 )
-
-
-def run_fig5_fit(experiments: Path, out: Path, console: Console) -> fig5_fit.Fig5Fit:
-    """The Fig. 5 fit (`fig5_fit`): experiment A on the twin per work factor, three
-    repetitions (the spec's seed and the two after it) so that one seed's noise does not
-    pick the factor."""
-    spec = experiments / fig5_fit.SPEC
-    names = scheduler_names()
-    spec_x = load_experiment(spec, known_schedulers=names)
-    targets = fig5_fit.Fig5Targets.from_reference(spec_x.spec.reference.model_dump(), str(spec))
-    quiet = Console(stderr=True, quiet=True)
-
-    def run_a(calibration: Path) -> pd.DataFrame:
-        overrides = {
-            "calibration": str(calibration),
-            "sweep": {"stream_counts": [spec_x.spec.sweep.stream_counts[0]], "repetitions": 3},
-        }
-        x = load_experiment(spec, None, overrides, known_schedulers=names)
-        summary = run_experiment(x, "twin", out / calibration.stem, fresh=True, console=quiet)
-        return pd.read_parquet(summary.path / "tables" / "triggers.parquet")
-
-    return fig5_fit.fit_fig5(experiments / CALIBRATION, targets, run_a, out, console)
 
 
 def _header(x: ResolvedExperiment) -> str:

@@ -17,7 +17,8 @@ shows each k's). The start residual fixes the work at 400 m, the plateau the wor
 period: those two the method's dynamics can reproduce.
 
 The comparison and the choice of the next factors are pure (`measure`, `error`,
-`refine`); `fit_fig5` runs the twin.
+`refine`); `fit_fig5` tries factors through the function it is given, `run_fig5_fit`
+gives it experiment A on the twin.
 """
 
 from __future__ import annotations
@@ -35,7 +36,10 @@ from rich.console import Console
 
 from analysis import figure_data
 from testbed.errors import UserError
+from testbed.experiment.runner import run_experiment
+from testbed.los.schedulers import scheduler_names
 from testbed.results.atomic import atomic_write_text
+from testbed.spec.loader import load_experiment
 from testbed.spec.yaml_io import read_yaml
 
 SPEC = "resource-optimization.yaml"
@@ -235,3 +239,25 @@ def fit_table(fit: Fig5Fit) -> list[str]:
             f"| {p.residual_end:.0%} | {p.error:.3f} |"
         )
     return lines
+
+
+def run_fig5_fit(experiments: Path, base: str, out: Path, console: Console) -> Fig5Fit:
+    """The Fig. 5 fit on the calibration `base` (a path relative to `experiments`):
+    experiment A on the twin per work factor, three repetitions (the spec's seed and the
+    two after it) so that one seed's noise does not pick the factor."""
+    spec = experiments / SPEC
+    names = scheduler_names()
+    spec_x = load_experiment(spec, known_schedulers=names)
+    targets = Fig5Targets.from_reference(spec_x.spec.reference.model_dump(), str(spec))
+    quiet = Console(stderr=True, quiet=True)
+
+    def run_a(calibration: Path) -> pd.DataFrame:
+        overrides = {
+            "calibration": str(calibration),
+            "sweep": {"stream_counts": [spec_x.spec.sweep.stream_counts[0]], "repetitions": 3},
+        }
+        x = load_experiment(spec, None, overrides, known_schedulers=names)
+        summary = run_experiment(x, "twin", out / calibration.stem, fresh=True, console=quiet)
+        return pd.read_parquet(summary.path / "tables" / "triggers.parquet")
+
+    return fit_fig5(experiments / base, targets, run_a, out, console)

@@ -109,6 +109,9 @@ def _load(  # type: ignore[no-untyped-def]
             for n in (LOS_PLUS_ABLATION if name == "los-plus-ablation" else [name])
         ]
         overrides["schedulers"] = list(dict.fromkeys(expanded))
+        # the flag names what runs everywhere: a testbed's own choice no longer applies
+        overrides["local"] = {"schedulers": None}
+        overrides["openstack"] = {"schedulers": None}
     return load_experiment(spec, profile, overrides or None, known_schedulers=scheduler_names())
 
 

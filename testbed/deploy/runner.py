@@ -42,10 +42,13 @@ from testbed.spec.experiment import LocalSpec, ResolvedExperiment, TimeplanEvent
 
 
 def settings_view(experiment: ResolvedExperiment, settings: LocalSpec) -> ResolvedExperiment:
-    """The experiment as a deployed testbed runs it: its own sweep and duration if given."""
+    """The experiment as a deployed testbed runs it: its own sweep, duration and choice of
+    the spec's schedulers, if given."""
     update: dict[str, Any] = {}
     if settings.sweep is not None:
         update["sweep"] = settings.sweep
+    if settings.schedulers is not None:
+        update["schedulers"] = list(settings.schedulers)
     if settings.duration_s is not None:
         update["duration_s"] = settings.duration_s
     if not update:

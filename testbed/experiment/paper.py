@@ -108,12 +108,12 @@ def run_paper_experiments(
                 from analysis.compare import compare
                 from analysis.report_html import refresh_html_report
                 from testbed.experiment.run_calibration import derived_for, with_run_calibration
-                from testbed.experiment.runner import testbed_view
+                from testbed.experiment.runner import twin_view
 
                 derived = derived_for(summary.path)  # what this run measured, for the twin
                 console.print(f"run-derived calibration: {derived}")
                 twin = run_experiment(
-                    with_run_calibration(testbed_view(experiment, testbed), derived),
+                    with_run_calibration(twin_view(experiment, testbed), derived),
                     "twin",
                     results,
                     fresh=fresh,

@@ -6,7 +6,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +191,16 @@ def testbed_view(experiment: ResolvedExperiment, testbed: str) -> ResolvedExperi
     """The experiment as `testbed` runs it: a deployed testbed's own sweep and duration
     (the spec's `local:` or `openstack:` section), if it gives them."""
     return providers.view(testbed, experiment)
+
+
+def twin_view(experiment: ResolvedExperiment, testbed: str) -> ResolvedExperiment:
+    """The twin beside a deployed testbed's run: that testbed's sweep and duration, but all
+    of the spec's schedulers, also those the testbed leaves out (e.g. in situ on local)."""
+    view = testbed_view(experiment, testbed)
+    if view.spec.schedulers == experiment.spec.schedulers:
+        return view
+    spec = view.spec.model_copy(update={"schedulers": list(experiment.spec.schedulers)})
+    return replace(view, spec=spec)
 
 
 def run_experiment(

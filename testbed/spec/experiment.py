@@ -279,6 +279,11 @@ class LocalSpec(_Strict):
         "time_scale and cpu_scale",
     )
     sweep: SweepSpec | None = Field(default=None, description="a smaller sweep for local runs")
+    schedulers: Annotated[list[str], Field(min_length=1)] | None = Field(
+        default=None,
+        description="which of the spec's schedulers this testbed runs (default: all of them); "
+        "`--scheduler` replaces both lists",
+    )
     duration_s: Seconds | None = Field(default=None, description="emulated seconds")
     stream_jobs: bool = Field(
         default=True,
@@ -450,6 +455,22 @@ class ExperimentSpec(_Strict):
                 "schedulers",
                 f"schedulers are listed twice: {self.schedulers}. Fix: list each one once",
             )
+        for section in ("local", "openstack"):
+            chosen = getattr(self, section).schedulers
+            if chosen is None:
+                continue
+            if len(set(chosen)) != len(chosen):
+                raise FieldProblem(
+                    f"{section}.schedulers",
+                    f"schedulers are listed twice: {chosen}{FIX_MARK}list each one once",
+                )
+            unknown = [name for name in chosen if name not in self.schedulers]
+            if unknown:
+                raise FieldProblem(
+                    f"{section}.schedulers",
+                    f"{unknown} are not among the spec's schedulers {self.schedulers}"
+                    f"{FIX_MARK}choose from the spec's schedulers, or add them there",
+                )
         return self
 
 
